@@ -1,0 +1,3 @@
+from srunet.cli import main
+
+raise SystemExit(main())

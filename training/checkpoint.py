@@ -1,0 +1,68 @@
+"""Self-describing checkpoints: weights + the network's kwargs + config + training state.
+
+A checkpoint is a plain dict of tensors and Python primitives, so it loads with
+``torch.load(weights_only=True)``::
+
+    {"format": "srunet-checkpoint", "version": 1,
+     "model_kwargs": {...SRUNet kwargs...}, "model_state": state_dict,
+     "normalization": {"lr_percentiles": [1.0, 99.8], "hr_percentiles": [1.0, 99.8]},
+     "config": {...full training config...}, "epoch": int, "step": int, "metrics": {...},
+     "optimizer": ..., "scheduler": ..., "scaler": ..., "rng": {...}, "sampler": {...}}
+
+The training-state keys are absent from a weights-only export.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from srunet.model.unet import SRUNet
+
+FORMAT = "srunet-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` (with format/version added) atomically: temp file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint safely (``weights_only=True``) and check that it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"{path} is not a readable srunet checkpoint: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not an srunet checkpoint (no 'format': '{FORMAT}' entry); "
+            "pass a file written by `srunet train`"
+        )
+    if payload.get("version") != VERSION:
+        raise ValueError(f"{path} has checkpoint version {payload.get('version')}, expected {VERSION}")
+    return payload
+
+
+def build_model(checkpoint: dict) -> SRUNet:
+    """The network described by a loaded checkpoint, with its weights, in eval mode."""
+    model = SRUNet(**checkpoint["model_kwargs"])
+    model.load_state_dict(checkpoint["model_state"])
+    return model.eval()
