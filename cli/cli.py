@@ -6,6 +6,7 @@ Parsing only; each subcommand imports its (heavy) module after the arguments are
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,8 +32,9 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides, data_dir=args.data, out_dir=args.out,
                          tracking_uri=args.tracking_uri)
     result = train(config, resume=args.resume)
-    print(f"MLflow store: {result.tracking_uri} (run {result.run_id})")
-    print(f"best checkpoint: {result.best_checkpoint}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 tracks and saves
+        print(f"MLflow store: {result.tracking_uri} (run {result.run_id})")
+        print(f"best checkpoint: {result.best_checkpoint}")
     return 0
 
 

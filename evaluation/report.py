@@ -1,0 +1,402 @@
+"""Quality-control report of a 2x model on paired LR/HR data: numbers, trust checks, figures.
+
+``evaluate`` runs a BioImage Model Zoo package (through bioimageio.core, as users will) on a folder
+of LR TIFFs and compares with the HR TIFFs of the same names. ``evaluate_arrays`` is the same
+report for in-memory arrays and any predict callable; ``validation_report`` is what training calls
+at its end. Output folder::
+
+    report.json     every number (per image and overall)
+    summary.md      one page, embeds the figures
+    figures/        <name>.png per image (LR | bicubic | SR | HR | error, consistency, FRC)
+    arrays/         <name>.npz: lr, hr, sr, bicubic, mask, error, consistency map, FRC curves
+
+The folder is built next to ``out_dir`` and renamed into place at the end, so a reader never
+sees a half-written report, and a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+from skimage.filters import threshold_otsu
+
+from srunet.evaluation import figures, frc
+from srunet.evaluation.consistency import consistency_map, gain_offset
+from srunet.evaluation.metrics import all_metrics, fit_gain_offset, upsample_bicubic
+from srunet.evaluation.uncertainty import calibration, plot_calibration, tta_std
+from srunet.model.geometry import SCALE
+from srunet.training import contract
+
+EXPERIMENT = "srunet-evaluate"
+FRC_THRESHOLD = "1/7"
+FOREGROUND_SIGMA_PX = 1.0  # HR px: smooths photon noise so Otsu splits structure from background
+TIFF_SUFFIXES = (".tif", ".tiff")
+FOREGROUND_NOTE = (f"Otsu threshold (skimage.filters.threshold_otsu) of the HR target smoothed "
+                   f"with a Gaussian of sigma {FOREGROUND_SIGMA_PX:g} HR px; pixels above it.")
+FRC_NOTE = ("single-image checkerboard split (Koho et al. 2019; exact sqrt(2) pixel and "
+            "half-pixel shift corrections) unless a second realisation was given. It assumes "
+            "noise independent between pixels: a network output correlates its noise, so its "
+            "FRC is optimistic; '<=' marks curves that never crossed (sampling-limited bound).")
+
+
+class EvalPair(NamedTuple):
+    """One field: LR input, HR target, optionally second noise realisations of either."""
+
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray
+    lr_repeat: np.ndarray | None = None
+    hr_repeat: np.ndarray | None = None
+
+
+def foreground_mask(target: np.ndarray, *, sigma_px: float = FOREGROUND_SIGMA_PX) -> np.ndarray:
+    """Foreground of an HR target: Otsu threshold of the lightly smoothed image (``FOREGROUND_NOTE``)."""
+    smoothed = gaussian_filter(np.asarray(target, dtype=np.float64), sigma_px)
+    if np.ptp(smoothed) == 0:
+        return np.zeros(smoothed.shape, dtype=bool)
+    return smoothed > threshold_otsu(smoothed)
+
+
+def _as_pairs(pairs) -> list[EvalPair]:
+    items = [EvalPair(*p) if not isinstance(p, EvalPair) else p for p in pairs]
+    if not items:
+        raise ValueError("no image pairs to evaluate")
+    names = [p.name for p in items]
+    for name in names:
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"pair name {name!r} cannot be used as a file name")
+    if len(set(names)) != len(names):
+        raise ValueError(f"pair names must be unique, got {sorted(names)}")
+    checked = []
+    for p in items:
+        lr, hr = np.asarray(p.lr, dtype=np.float32), np.asarray(p.hr, dtype=np.float32)
+        if lr.ndim != 2 or hr.shape != (SCALE * lr.shape[0], SCALE * lr.shape[1]):
+            raise ValueError(f"{p.name}: HR shape must be {SCALE}x the 2-D LR shape, got LR "
+                             f"{lr.shape} and HR {hr.shape}")
+        for label, other, like in (("lr_repeat", p.lr_repeat, lr), ("hr_repeat", p.hr_repeat, hr)):
+            if other is not None and np.shape(other) != like.shape:
+                raise ValueError(f"{p.name}: {label} shape {np.shape(other)} differs from {like.shape}")
+            if other is not None and np.array_equal(other, like):
+                # identical "realisations" would give FRC = 1 at every frequency
+                raise ValueError(f"{p.name}: {label} is identical to the primary image; pass an "
+                                 "independent noise realisation of the same field")
+        checked.append(EvalPair(p.name, lr, hr,
+                                None if p.lr_repeat is None else np.asarray(p.lr_repeat, np.float32),
+                                None if p.hr_repeat is None else np.asarray(p.hr_repeat, np.float32)))
+    return checked
+
+
+def _frc(image, repeat, pixel_nm):
+    """FRC curve and resolution: two realisations when a repeat exists, else the single-image split."""
+    if repeat is not None:
+        freq, corr, counts = frc.frc_curve(image, repeat, pixel_size_nm=pixel_nm, return_counts=True)
+    else:
+        freq, corr, counts = frc.frc_single_image_curve(image, pixel_size_nm=pixel_nm,
+                                                        return_counts=True)
+    resolution, crossed = frc.resolution_from_curve(freq, corr, threshold=FRC_THRESHOLD,
+                                                    counts=counts)
+    return (freq, corr), {"resolution_nm": resolution, "sampling_limited": not crossed,
+                          "method": "two-image" if repeat is not None else "single-image"}
+
+
+def _predict(predict_fn, lr, name):
+    sr = np.asarray(predict_fn(lr), dtype=np.float32)
+    if sr.shape != (SCALE * lr.shape[0], SCALE * lr.shape[1]):
+        raise ValueError(f"{name}: the model returned shape {sr.shape} for LR {lr.shape}; "
+                         f"expected {(SCALE * lr.shape[0], SCALE * lr.shape[1])}")
+    return sr
+
+
+def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False):
+    """All numbers (dict) and arrays (dict) for one pair; see the module notes for their meaning."""
+    lr, hr = pair.lr, pair.hr
+    if tta:
+        sr, std = tta_std(predict_fn, lr)
+    else:
+        sr, std = _predict(predict_fn, lr, pair.name), None
+    bicubic = upsample_bicubic(lr).astype(np.float32)
+    mask = foreground_mask(hr)
+    fg_ok = 0 < mask.sum() < mask.size
+    metrics = {}
+    for label, image in (("model", sr), ("bicubic", bicubic)):
+        metrics[label] = {"whole": all_metrics(hr, image),
+                          "foreground": all_metrics(hr, image, mask=mask) if fg_ok else None}
+    gain, offset = gain_offset(hr, sr)  # the same fit all_metrics applies on the whole image
+    sr_fit = (gain * sr + offset).astype(np.float32)
+    error = sr_fit - hr
+    curves, frc_numbers = {}, {}
+    sr_repeat = None if pair.lr_repeat is None else _predict(predict_fn, pair.lr_repeat, pair.name)
+    for key, image, repeat, pixel in (("lr", lr, pair.lr_repeat, contract.LR_PIXEL_NM),
+                                      ("sr", sr, sr_repeat, contract.HR_PIXEL_NM),
+                                      ("hr", hr, pair.hr_repeat, contract.HR_PIXEL_NM)):
+        curves[key], frc_numbers[key] = _frc(image, repeat, pixel)
+    # SR against the target: their noises are independent, so this FRC says up to which
+    # frequency the prediction agrees with real ISM data (invented detail does not correlate).
+    curves["sr_vs_hr"], frc_numbers["sr_vs_hr"] = _frc(sr, hr, contract.HR_PIXEL_NM)
+    frc_numbers["sr_vs_hr"]["method"] = "SR against HR target"
+    consistency = {key: consistency_map(lr, image) for key, image in (("sr", sr), ("hr", hr))}
+    record = {
+        "lr_shape": list(lr.shape), "hr_shape": list(hr.shape),
+        "foreground_fraction": float(mask.mean()),
+        "metrics": metrics,
+        "target_fit": {"gain": gain, "offset": offset},
+        "frc": frc_numbers,
+        "beyond_ism_limit": frc.beyond_ism_limit(frc_numbers["sr"]["resolution_nm"]),
+        "consistency": {key: {k: c[k] for k in ("rse", "rsp", "gain", "offset")}
+                        for key, c in consistency.items()},
+        "uncertainty": None if std is None else {"mean_std": float(std.mean()),
+                                                 "max_std": float(std.max())},
+        "figure": f"figures/{pair.name}.png", "arrays": f"arrays/{pair.name}.npz",
+    }
+    arrays = {"lr": lr, "hr": hr, "sr": sr, "sr_fitted": sr_fit, "bicubic": bicubic, "mask": mask,
+              "error": error,
+              "consistency": consistency["sr"]["map"], "consistency_hr": consistency["hr"]["map"]}
+    for key, (freq, corr) in curves.items():
+        arrays[f"frc_{key}_freq_per_nm"], arrays[f"frc_{key}_correlation"] = freq, corr
+    if std is not None:
+        arrays["tta_std"] = std
+    return record, arrays
+
+
+def _mean_metrics(records, model_key, region):
+    values = [r["metrics"][model_key][region] for r in records if r["metrics"][model_key][region]]
+    return {k: float(np.mean([v[k] for v in values])) for k in figures.METRIC_LABELS} if values else {}
+
+
+def _overall(images: dict) -> dict:
+    records = list(images.values())
+    overall = {label: {region: _mean_metrics(records, label, region)
+                       for region in ("whole", "foreground")} for label in ("model", "bicubic")}
+    for key in ("lr", "sr", "hr", "sr_vs_hr"):
+        overall[f"frc_{key}_nm"] = float(np.mean([r["frc"][key]["resolution_nm"] for r in records]))
+    methods = {r["frc"][k]["method"] for r in records for k in ("lr", "sr", "hr")}
+    overall["frc_method"] = methods.pop() if len(methods) == 1 else "mixed (see per image)"
+    overall["beyond_ism_limit"] = [name for name, r in images.items() if r["beyond_ism_limit"]]
+    for key in ("sr", "hr"):
+        overall[f"consistency_{key}_rsp"] = float(np.mean([r["consistency"][key]["rsp"] for r in records]))
+    stds = [r["uncertainty"]["mean_std"] for r in records if r["uncertainty"]]
+    overall["tta_mean_std"] = float(np.mean(stds)) if stds else None
+    return overall
+
+
+def _json_safe(value):
+    """NaN/inf -> None (strict JSON); numpy scalars -> Python numbers."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"report folder {out_dir} already exists; pass --overwrite "
+                              "(overwrite=True) to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder; choose another --out")
+
+
+def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the finished temp folder into place; an old report is swapped out, then removed."""
+    _check_out_dir(out_dir, overwrite)
+    if not out_dir.exists():
+        os.rename(tmp, out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _flat_metrics(overall: dict) -> dict:
+    flat = {}
+    for label in ("model", "bicubic"):
+        for region, suffix in (("whole", ""), ("foreground", "_fg")):
+            for key, value in overall[label][region].items():
+                flat[f"{label}_{key}{suffix}"] = value
+    for key, value in overall.items():
+        if isinstance(value, float):
+            flat[key] = value
+    flat["beyond_ism_limit_count"] = float(len(overall["beyond_ism_limit"]))
+    return {k: v for k, v in flat.items() if v is not None and math.isfinite(v)}
+
+
+def log_to_mlflow(report_dir: Path, report: dict, tracking_uri: str) -> str:
+    """Log the overall numbers and the report folder to a new run of experiment ``EXPERIMENT``.
+
+    Uses an explicit client, so an MLflow run already active in the caller (training) is untouched.
+    Returns the run id.
+    """
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        location = None
+        if tracking_uri.startswith("sqlite:///"):
+            # Keep artifacts beside the database instead of in the current working directory.
+            location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+        experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    run = client.create_run(experiment_id, run_name=f"evaluate {Path(str(report['model'])).name}")
+    now = int(datetime.datetime.now().timestamp() * 1000)
+    client.log_batch(run.info.run_id,
+                     metrics=[Metric(k, v, now, 0) for k, v in _flat_metrics(report["overall"]).items()],
+                     params=[Param("model", str(report["model"])[:500]),
+                             Param("images", str(len(report["images"])))])
+    client.log_artifacts(run.info.run_id, str(report_dir), artifact_path="report")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarray], out_dir, *,
+                    overwrite: bool = False, tracking_uri: str | None = None,
+                    model_name: str = "predict callable", tta: bool = False) -> Path:
+    """Write the full report for in-memory pairs and a predict callable; return ``summary.md``.
+
+    Parameters
+    ----------
+    pairs : iterable of EvalPair or tuples (name, lr, hr[, lr_repeat[, hr_repeat]])
+        LR (M, N) and HR (2M, 2N) arrays; repeats are second noise realisations of the same field
+        (enable the two-image FRC). Names become file names.
+    predict_fn : callable
+        (M, N) LR array -> (2M, 2N) prediction. Any intensity scale (metrics fit gain/offset).
+    out_dir : path
+        Report folder; must not exist unless ``overwrite``.
+    tracking_uri : str, optional
+        Also log to MLflow (experiment "srunet-evaluate").
+    model_name : str
+        What the report names the model.
+    tta : bool
+        Also compute the 8-fold test-time-augmentation spread and its calibration (8x slower;
+        the SR is then the TTA mean).
+    """
+    out_dir = Path(out_dir)
+    pairs = _as_pairs(pairs)
+    _check_out_dir(out_dir, overwrite)  # fail before the (slow) predictions
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        images, stds, errors = {}, [], []
+        for pair in pairs:
+            record, arrays = analyse_pair(pair, predict_fn, tta=tta)
+            images[pair.name] = record
+            (tmp / "arrays").mkdir(exist_ok=True)
+            np.savez_compressed(tmp / record["arrays"], **arrays)
+            curves = {f"{key.upper().replace('_VS_', ' vs ')} ({'<=' * record['frc'][key]['sampling_limited']}"
+                      f"{record['frc'][key]['resolution_nm']:.0f} nm)":
+                      (arrays[f"frc_{key}_freq_per_nm"], arrays[f"frc_{key}_correlation"])
+                      for key in ("lr", "sr", "hr", "sr_vs_hr")}
+            figures.pair_figure(tmp / record["figure"], lr=pair.lr, hr=pair.hr, sr=arrays["sr_fitted"],
+                                bicubic=fit_gain_offset(pair.hr, arrays["bicubic"]),
+                                error=arrays["error"], consistency=arrays["consistency"],
+                                frc_curves=curves, std=arrays.get("tta_std"), title=pair.name)
+            if tta:
+                # std in target units, like the error
+                stds.append(abs(record["target_fit"]["gain"]) * arrays["tta_std"])
+                errors.append(arrays["error"])
+        overall = _overall(images)
+        report = {"model": model_name,
+                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "settings": {"frc_threshold": FRC_THRESHOLD, "frc_note": FRC_NOTE,
+                               "foreground_mask": FOREGROUND_NOTE,
+                               "ism_limit_nm": contract.ISM_RESOLUTION_LIMIT_NM,
+                               "ism_limit_tolerance": frc.ISM_LIMIT_TOLERANCE,
+                               "psf_difference_sigma_nm": contract.psf_difference_sigma_nm(),
+                               "lr_pixel_nm": contract.LR_PIXEL_NM, "hr_pixel_nm": contract.HR_PIXEL_NM},
+                  "overall": overall, "images": images}
+        if tta:
+            calib = calibration(stds, errors)
+            plot_calibration(calib, tmp / "figures" / "calibration.png")
+            report["calibration_figure"] = "figures/calibration.png"
+            overall["tta_calibration_ratio"] = calib["ratio"]
+            report["calibration"] = {k: np.asarray(v).tolist() for k, v in calib.items()}
+        report = _json_safe(report)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+        (tmp / "summary.md").write_text(figures.summary_markdown(report))
+        _publish(tmp, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if tracking_uri:
+        log_to_mlflow(out_dir, report, tracking_uri)
+    return out_dir / "summary.md"
+
+
+def validation_report(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarray], out_dir, *,
+                      overwrite: bool = True, model_name: str = "end-of-training validation",
+                      tta: bool = False) -> Path:
+    """The evaluation report for training's validation pairs (in memory, no package, no MLflow).
+
+    Training logs the returned folder (``summary.md``'s parent) into its own MLflow run.
+    """
+    return evaluate_arrays(pairs, predict_fn, out_dir, overwrite=overwrite, model_name=model_name,
+                           tta=tta)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A 2-D TIFF/OME-TIFF as float32; singleton axes are dropped."""
+    import tifffile
+
+    image = np.squeeze(tifffile.imread(path))
+    if image.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D image (singleton axes allowed), got shape {image.shape}")
+    return image.astype(np.float32)
+
+
+def pair_files(lr_dir, hr_dir) -> list[tuple[str, Path, Path]]:
+    """(name, lr_path, hr_path) for TIFFs with the same name (stem) in both folders."""
+    found = {}
+    for label, folder in (("lr", Path(lr_dir)), ("hr", Path(hr_dir))):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{label} folder {folder} does not exist")
+        found[label] = {p.stem: p for p in sorted(folder.iterdir())
+                        if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")}
+    missing = sorted(set(found["lr"]) ^ set(found["hr"]))
+    if missing:
+        raise ValueError(f"these images have no partner of the same name in {lr_dir} / {hr_dir}: "
+                         f"{missing}")
+    if not found["lr"]:
+        raise ValueError(f"no .tif/.tiff images in {lr_dir}")
+    return [(name, found["lr"][name], found["hr"][name]) for name in sorted(found["lr"])]
+
+
+def evaluate(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,
+             overwrite: bool = False) -> Path:
+    """Evaluate a packaged model (``rdf.yaml`` or ``.zip``) on paired TIFF folders.
+
+    Runs the package through bioimageio.core (``srunet.model.predict``), writes the report to
+    ``out_dir`` atomically and returns the path of its ``summary.md``.
+    """
+    out_dir = Path(out_dir)
+    files = pair_files(lr_dir, hr_dir)
+    _check_out_dir(out_dir, overwrite)
+    from srunet.model.predict import load_model, predict_image  # heavy: bioimageio.core, torch
+
+    descr = load_model(model)
+    pairs = [(name, read_image(lr), read_image(hr)) for name, lr, hr in files]
+    return evaluate_arrays(pairs, lambda image: predict_image(descr, image), out_dir,
+                           overwrite=overwrite, tracking_uri=tracking_uri, model_name=str(model))

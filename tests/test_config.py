@@ -1,0 +1,34 @@
+"""Typed config: defaults valid, unknown keys rejected, bad values echoed with their file."""
+
+import pytest
+
+from srunet.training.config import Config, flatten, load_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    config = load_config(None, ["train.epochs=3", "model.depth=2"], data_dir=tmp_path)
+    assert config.train.epochs == 3 and config.model.depth == 2
+    assert config.data.folders() == (tmp_path / "lr", tmp_path / "hr")
+    assert flatten(config)["train.epochs"] == "3"
+
+
+def test_yaml_file_and_errors_name_file_key_and_value(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("train:\n  epochs: 2\n  learnin_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"cfg\.yaml[\s\S]*train\.learnin_rate"):
+        load_config(path)
+    path.write_text("data:\n  tile_size: 50\n")
+    with pytest.raises(ValueError, match=r"data\.tile_size[\s\S]*got 50"):
+        load_config(path)
+    path.write_text("model:\n  depth: 4\ndata:\n  tile_size: 24\n")
+    with pytest.raises(ValueError, match="multiple of 2\\*\\*model.depth"):
+        load_config(path)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_missing_data_is_explained():
+    with pytest.raises(ValueError, match="--data"):
+        Config().data.folders()

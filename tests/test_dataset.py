@@ -1,0 +1,118 @@
+"""Tile dataset: pixel alignment of LR/HR tiles, determinism, splits, clear errors on bad pairs."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from srunet.model.geometry import lr_to_hr
+from srunet.training import dataset as ds
+
+
+def box_sum(hr):
+    return hr.reshape(hr.shape[0] // 2, 2, hr.shape[1] // 2, 2).sum(axis=(1, 3))
+
+
+def write_pairs(root, count=3, lr_shape=(48, 40), seed=0):
+    """Pairs whose LR is exactly the 2x2 box-sum of a random HR: alignment is checkable."""
+    rng = np.random.default_rng(seed)
+    (root / "lr").mkdir(parents=True)
+    (root / "hr").mkdir()
+    for k in range(count):
+        hr = rng.integers(0, 1000, size=(2 * lr_shape[0], 2 * lr_shape[1])).astype(np.float32)
+        tifffile.imwrite(root / "hr" / f"img{k}.tif", hr)
+        tifffile.imwrite(root / "lr" / f"img{k}.tif", box_sum(hr))
+    return root
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    root = write_pairs(tmp_path / "data")
+    return ds.find_pairs(root / "lr", root / "hr")
+
+
+def test_lr_to_hr_is_the_2x_mapping():
+    assert lr_to_hr(3, 5, 16, 8) == (6, 10, 32, 16)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        lr_to_hr(-1, 0, 4, 4)
+
+
+@pytest.mark.parametrize("transform", range(8))
+def test_tiles_are_aligned_to_the_pixel(pairs, transform):
+    image = ds.ImagePair.load(pairs[0], (0, 100), (0, 100), tile=16)
+    image.lr_range = image.hr_range = (0.0, 1.0)  # identity normalisation: raw values
+    for y, x in [(0, 0), (7, 13), (32, 24)]:
+        lr, hr = image.tile(y, x, 16, transform)
+        assert lr.shape == (16, 16) and hr.shape == (32, 32)
+        assert np.array_equal(box_sum(hr), lr), (y, x, transform)
+    # a one-pixel HR offset would break the equality: the test can fail
+    hr_shifted = image.hr[1:33, 0:32]
+    assert not np.array_equal(box_sum(np.asarray(hr_shifted)), np.asarray(image.lr[0:16, 0:16]))
+
+
+def test_images_are_memory_mapped(pairs):
+    image = ds.ImagePair.load(pairs[0], (1, 99.8), (1, 99.8), tile=16)
+    assert isinstance(image.lr, np.memmap) and isinstance(image.hr, np.memmap)
+
+
+def test_normalisation_uses_the_declared_percentiles(pairs):
+    image = ds.ImagePair.load(pairs[0], (1, 99.8), (1, 99.8), tile=16)
+    low, high = np.percentile(np.asarray(image.lr, dtype=np.float32), (1, 99.8))
+    assert image.lr_range == pytest.approx((low, high))
+
+
+def test_dataset_is_deterministic_per_seed(pairs):
+    images = ds.load_images(pairs, (1, 99.8), (1, 99.8), 16)
+    a = ds.TileDataset(images, 16, 32, seed=3)
+    b = ds.TileDataset(images, 16, 32, seed=3)
+    c = ds.TileDataset(images, 16, 32, seed=4)
+    specs = [a.spec(i) for i in range(32)]
+    assert specs == [b.spec(i) for i in range(32)]
+    assert specs != [c.spec(i) for i in range(32)]
+    assert np.array_equal(a[5][0].numpy(), b[5][0].numpy())
+    a.set_epoch(1)
+    assert specs != [a.spec(i) for i in range(32)]  # a new epoch draws new tiles
+    assert {a.spec(i)[3] for i in range(200)} == set(range(8))  # all 8 dihedral transforms
+
+
+def test_foreground_sampling_prefers_signal(tmp_path):
+    (tmp_path / "lr").mkdir()
+    (tmp_path / "hr").mkdir()
+    hr = np.zeros((256, 256), np.float32) + 1.0
+    hr[:64, :64] = 1000.0  # signal only in one corner
+    tifffile.imwrite(tmp_path / "hr" / "a.tif", hr)
+    tifffile.imwrite(tmp_path / "lr" / "a.tif", box_sum(hr))
+    images = ds.load_images(ds.find_pairs(tmp_path / "lr", tmp_path / "hr"), (1, 99.8), (1, 99.8), 16)
+    tiles = ds.TileDataset(images, 16, 400, seed=0, foreground_fraction=0.9)
+    corner = np.mean([y < 32 and x < 32 for _, y, x, _ in map(tiles.spec, range(400))])
+    assert corner > 0.6  # uniform sampling would give ~(32/113)^2 = 8 %
+
+
+def test_split_is_by_image_and_seeded(pairs):
+    train, val = ds.split_by_image(pairs, 0.34, seed=1)
+    assert len(val) == 1 and len(train) == 2
+    assert not {p.name for p in train} & {p.name for p in val}
+    assert ds.split_by_image(pairs, 0.34, seed=1) == (train, val)
+
+
+def test_bad_pairs_raise_clear_errors(tmp_path):
+    root = write_pairs(tmp_path / "d", count=2)
+    tifffile.imwrite(root / "hr" / "img1.tif", np.ones((95, 80), np.float32) * 3)
+    pairs = ds.find_pairs(root / "lr", root / "hr")
+    with pytest.raises(ValueError, match=r"img1\.tif.*exactly 2x"):
+        ds.ImagePair.load(pairs[1], (1, 99), (1, 99), 16)
+
+    tifffile.imwrite(root / "hr" / "img1.tif", np.full((96, 80), 7, np.float32))
+    with pytest.raises(ValueError, match=r"img1\.tif is constant"):
+        ds.ImagePair.load(pairs[1], (1, 99), (1, 99), 16)
+
+    bad = np.ones((96, 80), np.float32)
+    bad[3, 4] = np.nan
+    tifffile.imwrite(root / "hr" / "img1.tif", bad)
+    with pytest.raises(ValueError, match=r"img1\.tif contains NaN"):
+        ds.ImagePair.load(pairs[1], (1, 99), (1, 99), 16)
+
+    (root / "hr" / "img1.tif").unlink()
+    with pytest.raises(ValueError, match=r"without HR: \['img1'\]"):
+        ds.find_pairs(root / "lr", root / "hr")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ds.find_pairs(root / "nope", root / "hr")

@@ -1,0 +1,227 @@
+"""Paired LR/HR images and the aligned, augmented, normalised tiles cut from them.
+
+Images are opened memory-mapped where the TIFF allows it, so a dataset larger than RAM trains;
+only tiles are read. Tile k of epoch e is drawn from its own generator seeded by (seed, e, k):
+the tiles do not depend on worker count or on where a resumed run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from srunet.model.geometry import lr_to_hr
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+_STATS_PIXELS = 1_000_000  # pixels read to estimate an image's percentiles
+
+
+@dataclass(frozen=True)
+class PairFiles:
+    name: str
+    lr: Path
+    hr: Path
+
+
+def find_pairs(lr_dir: Path, hr_dir: Path) -> list[PairFiles]:
+    """Pair ``lr_dir/NAME.tif`` with ``hr_dir/NAME.tif`` by name (manifest order if present)."""
+    lr_dir, hr_dir = Path(lr_dir), Path(hr_dir)
+    for folder in (lr_dir, hr_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data folder {folder} does not exist")
+
+    def stems(folder: Path) -> dict[str, Path]:
+        return {p.name.split(".")[0]: p for p in sorted(folder.iterdir())
+                if p.suffix.lower() in TIFF_SUFFIXES}
+
+    lr_files, hr_files = stems(lr_dir), stems(hr_dir)
+    missing_hr = sorted(set(lr_files) - set(hr_files))
+    missing_lr = sorted(set(hr_files) - set(lr_files))
+    if missing_hr or missing_lr:
+        raise ValueError(
+            f"unpaired images: in {lr_dir} without HR: {missing_hr[:5]}; in {hr_dir} without LR: "
+            f"{missing_lr[:5]}. LR and HR files must share their names"
+        )
+    if not lr_files:
+        raise ValueError(f"no .tif/.tiff images in {lr_dir}")
+    names = sorted(lr_files)
+    manifest = lr_dir.parent / "manifest.json"
+    if manifest.is_file():  # keep the simulator's order, so splits are stable across machines
+        listed = [item["name"] for item in json.loads(manifest.read_text()).get("pairs", [])]
+        if sorted(listed) == names:
+            names = listed
+    return [PairFiles(n, lr_files[n], hr_files[n]) for n in names]
+
+
+def open_image(path: Path) -> np.ndarray:
+    """Memory-map a TIFF if possible (else read it), squeezed to 2-D (y, x)."""
+    try:
+        image = tifffile.memmap(path, mode="r")
+    except Exception:  # compressed or tiled TIFF: cannot be mapped
+        try:
+            image = tifffile.imread(path)
+        except Exception as error:
+            raise ValueError(f"cannot read {path} as TIFF: {error}") from error
+    image = np.squeeze(image)
+    if image.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D image (y, x), got shape {image.shape}")
+    return image
+
+
+def robust_percentiles(image: np.ndarray, percentiles) -> tuple[float, float]:
+    """Percentiles of an image from a strided subsample of at most ~1e6 pixels."""
+    stride = max(1, int(np.sqrt(image.size / _STATS_PIXELS)))
+    sample = np.asarray(image[::stride, ::stride], dtype=np.float32)
+    low, high = np.percentile(sample, percentiles)
+    return float(low), float(high)
+
+
+def normalize(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """(image - low) / (high - low) as float32: the package's scale_range preprocessing."""
+    return ((np.asarray(image, dtype=np.float32) - low) / max(high - low, 1e-6)).astype(np.float32)
+
+
+@dataclass
+class ImagePair:
+    """One checked LR/HR pair with its normalisation and a coarse foreground map."""
+
+    files: PairFiles
+    lr: np.ndarray
+    hr: np.ndarray
+    lr_range: tuple[float, float]
+    hr_range: tuple[float, float]
+    foreground: np.ndarray = field(repr=False)  # candidate tile corners (y, x), LR pixels
+
+    @classmethod
+    def load(cls, files: PairFiles, lr_percentiles, hr_percentiles, tile: int) -> "ImagePair":
+        lr, hr = open_image(files.lr), open_image(files.hr)
+        if hr.shape != (2 * lr.shape[0], 2 * lr.shape[1]):
+            raise ValueError(
+                f"pair {files.name!r}: HR {files.hr} has shape {hr.shape}, but it must be exactly "
+                f"2x the LR {files.lr} shape {lr.shape}, i.e. {(2 * lr.shape[0], 2 * lr.shape[1])}"
+            )
+        if min(lr.shape) < tile:
+            raise ValueError(
+                f"pair {files.name!r}: LR {files.lr} shape {lr.shape} is smaller than the tile "
+                f"size {tile}; lower data.tile_size or remove the image"
+            )
+        for path, image in ((files.lr, lr), (files.hr, hr)):
+            _check_values(path, image)
+        lr_range = robust_percentiles(lr, lr_percentiles)
+        hr_range = robust_percentiles(hr, hr_percentiles)
+        return cls(files, lr, hr, lr_range, hr_range, _foreground_corners(lr, tile, lr_range))
+
+    def tile(self, y: int, x: int, size: int, transform: int) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised (LR, HR) tiles at LR corner (y, x), dihedral ``transform`` in 0..7."""
+        hy, hx, hsize, _ = lr_to_hr(y, x, size, size)
+        lr = normalize(self.lr[y:y + size, x:x + size], *self.lr_range)
+        hr = normalize(self.hr[hy:hy + hsize, hx:hx + hsize], *self.hr_range)
+        return dihedral(lr, transform), dihedral(hr, transform)
+
+
+def _check_values(path: Path, image: np.ndarray) -> None:
+    # Chunked, so a memory-mapped image larger than RAM is checked without loading it whole.
+    rows = max(1, 4_000_000 // max(1, image.shape[1]))
+    low, high = np.inf, -np.inf
+    for start in range(0, image.shape[0], rows):
+        chunk = np.asarray(image[start:start + rows], dtype=np.float64)
+        if not np.all(np.isfinite(chunk)):
+            raise ValueError(f"{path} contains NaN or inf values (rows {start}..{start + rows}); "
+                             "clean or remove the image")
+        low, high = min(low, chunk.min()), max(high, chunk.max())
+    if high <= low:
+        raise ValueError(f"{path} is constant (all pixels {low}); it carries no signal to learn")
+
+
+def _foreground_corners(lr: np.ndarray, tile: int, lr_range) -> np.ndarray:
+    """Tile corners (stride tile/4) whose tile mean is above the Otsu threshold of all means."""
+    from skimage.filters import threshold_otsu
+
+    step = max(1, tile // 4)
+    ys = np.arange(0, lr.shape[0] - tile + 1, step)
+    xs = np.arange(0, lr.shape[1] - tile + 1, step)
+    means = np.array([[float(np.mean(lr[y:y + tile:4, x:x + tile:4])) for x in xs] for y in ys])
+    corners = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+    if np.ptp(means) <= 0:
+        return corners
+    keep = means.ravel() > threshold_otsu(means)
+    return corners[keep] if keep.any() else corners
+
+
+def dihedral(image: np.ndarray, transform: int) -> np.ndarray:
+    """One of the 8 rotations/flips (0 = identity); they commute with the 2x pixel mapping."""
+    if not 0 <= transform < 8:
+        raise ValueError(f"transform must be in 0..7, got {transform}")
+    out = np.rot90(image, k=transform % 4)
+    return np.ascontiguousarray(out[:, ::-1] if transform >= 4 else out)
+
+
+def split_by_image(pairs: list[PairFiles], val_fraction: float, seed: int):
+    """Seeded train/validation split by image (never by tile). Needs >= 2 images."""
+    if len(pairs) < 2:
+        raise ValueError(f"need at least 2 image pairs to hold one out for validation, got {len(pairs)}")
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_val = min(len(pairs) - 1, max(1, int(round(val_fraction * len(pairs)))))
+    val = sorted(order[:n_val].tolist())
+    train = sorted(order[n_val:].tolist())
+    return [pairs[i] for i in train], [pairs[i] for i in val]
+
+
+class TileDataset(torch.utils.data.Dataset):
+    """``tiles_per_epoch`` random aligned tile pairs; call ``set_epoch`` before each epoch."""
+
+    def __init__(self, images: list[ImagePair], tile_size: int, tiles_per_epoch: int, seed: int,
+                 foreground_fraction: float = 0.75):
+        if not images:
+            raise ValueError("TileDataset needs at least one image pair")
+        self.images, self.tile_size = images, tile_size
+        self.tiles_per_epoch, self.seed = tiles_per_epoch, seed
+        self.foreground_fraction = foreground_fraction
+        # Pick images in proportion to their area, so large fields are not under-sampled.
+        areas = np.array([im.lr.size for im in images], dtype=np.float64)
+        self.weights = areas / areas.sum()
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.tiles_per_epoch
+
+    def spec(self, index: int) -> tuple[int, int, int, int]:
+        """(image index, y, x, transform) of tile ``index`` in the current epoch."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        which = int(rng.choice(len(self.images), p=self.weights))
+        image = self.images[which]
+        if rng.random() < self.foreground_fraction:
+            y, x = image.foreground[rng.integers(len(image.foreground))]
+            # jitter within the corner grid step so tiles are not locked to it
+            jitter = rng.integers(0, max(1, self.tile_size // 4), size=2)
+            y = min(int(y + jitter[0]), image.lr.shape[0] - self.tile_size)
+            x = min(int(x + jitter[1]), image.lr.shape[1] - self.tile_size)
+        else:
+            y = int(rng.integers(0, image.lr.shape[0] - self.tile_size + 1))
+            x = int(rng.integers(0, image.lr.shape[1] - self.tile_size + 1))
+        return which, int(y), int(x), int(rng.integers(8))
+
+    def __getitem__(self, index: int):
+        which, y, x, transform = self.spec(index)
+        lr, hr = self.images[which].tile(y, x, self.tile_size, transform)
+        return torch.from_numpy(lr)[None], torch.from_numpy(hr)[None]
+
+
+def load_images(pairs: list[PairFiles], lr_percentiles, hr_percentiles, tile: int):
+    """Open and check every pair (errors name the file)."""
+    return [ImagePair.load(p, lr_percentiles, hr_percentiles, tile) for p in pairs]
+
+
+def warn_small(images: list[ImagePair]) -> None:
+    if len(images) < 4:
+        warnings.warn(f"only {len(images)} training image(s): the model will not generalise",
+                      stacklevel=2)

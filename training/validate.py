@@ -1,0 +1,87 @@
+"""Validation during training: whole validation images, model vs bicubic, and preview panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srunet.evaluation.metrics import all_metrics, upsample_bicubic
+from srunet.training.dataset import ImagePair, normalize
+
+MAX_VAL_EDGE = 384  # LR pixels; larger validation images are centre-cropped to bound the cost
+
+
+def validation_arrays(image: ImagePair) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised (LR, HR) arrays of a validation pair, centre-cropped to MAX_VAL_EDGE."""
+    height, width = image.lr.shape
+    y0 = max(0, (height - MAX_VAL_EDGE) // 2)
+    x0 = max(0, (width - MAX_VAL_EDGE) // 2)
+    h, w = min(height, MAX_VAL_EDGE), min(width, MAX_VAL_EDGE)
+    lr = normalize(image.lr[y0:y0 + h, x0:x0 + w], *image.lr_range)
+    hr = normalize(image.hr[2 * y0:2 * (y0 + h), 2 * x0:2 * (x0 + w)], *image.hr_range)
+    return lr, hr
+
+
+@torch.no_grad()
+def predict_array(model: torch.nn.Module, lr: np.ndarray, device: torch.device) -> np.ndarray:
+    """Run the network on one normalised 2-D image (whole, no tiling)."""
+    was_training = model.training
+    model.eval()
+    out = model(torch.from_numpy(lr)[None, None].to(device)).float().cpu().numpy()[0, 0]
+    model.train(was_training)
+    return out
+
+
+def validate(model, images: list[ImagePair], device) -> tuple[dict[str, float], list]:
+    """Mean metrics over the validation images for the model (``val_*``) and bicubic
+    (``val_bicubic_*``), and the arrays (lr, bicubic, sr, hr) of each image for previews."""
+    rows, panels = [], []
+    for image in images:
+        lr, hr = validation_arrays(image)
+        sr = predict_array(model, lr, device)
+        bicubic = upsample_bicubic(lr)
+        model_scores, bicubic_scores = all_metrics(hr, sr), all_metrics(hr, bicubic)
+        rows.append({**{f"val_{k}": v for k, v in model_scores.items()},
+                     **{f"val_bicubic_{k}": v for k, v in bicubic_scores.items()}})
+        panels.append((lr, bicubic, sr, hr))
+    means = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+    return means, panels
+
+
+def save_preview(panel, path: Path, title: str = "") -> Path:
+    """PNG panel LR | bicubic | SR | HR (each shown with its own 0.2-99.8 % display range)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ("LR (confocal)", "bicubic 2x", "SR (srunet)", "HR (ISM)")
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    for ax, name, image in zip(axes, names, panel):
+        low, high = np.percentile(image, (0.2, 99.8))
+        ax.imshow(image, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
+        ax.set_title(name)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def final_report(model, images: list[ImagePair], lr_percentiles, device, out_dir: Path) -> Path:
+    """The evaluation report (metrics vs bicubic, FRC, consistency, TTA uncertainty and its
+    calibration) of ``model`` on the validation images; returns the report folder."""
+    from srunet.evaluation.report import validation_report
+    from srunet.training.dataset import robust_percentiles
+
+    def predict(lr: np.ndarray) -> np.ndarray:
+        # same per-image percentile normalisation as the package's scale_range preprocessing
+        return predict_array(model, normalize(lr, *robust_percentiles(lr, lr_percentiles)), device)
+
+    pairs = [(image.files.name, *validation_arrays(image)) for image in images]
+    return validation_report(pairs, predict, out_dir, tta=True).parent
