@@ -8,7 +8,6 @@ the tiles do not depend on worker count or on where a resumed run starts.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,8 +219,3 @@ def load_images(pairs: list[PairFiles], lr_percentiles, hr_percentiles, tile: in
     """Open and check every pair (errors name the file)."""
     return [ImagePair.load(p, lr_percentiles, hr_percentiles, tile) for p in pairs]
 
-
-def warn_small(images: list[ImagePair]) -> None:
-    if len(images) < 4:
-        warnings.warn(f"only {len(images)} training image(s): the model will not generalise",
-                      stacklevel=2)

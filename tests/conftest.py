@@ -1,0 +1,67 @@
+"""Shared fixtures: one tiny random-weights srunet package per session (folder and zip).
+
+Building a package costs ~10 s, so the packages are session-scoped and built without the
+internal bioimageio test (the tests run it explicitly).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def structured_pair(seed: int, lr_size: int = 128) -> dict:
+    """A smooth random LR/HR pair (HR exactly 2x), a stand-in for the simulator."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    hr = gaussian_filter(rng.random((2 * lr_size, 2 * lr_size)), 2.0) * 1000.0 + 100.0
+    lr = hr.reshape(lr_size, 2, lr_size, 2).mean(axis=(1, 3)) + rng.normal(0, 2, (lr_size,) * 2)
+    return {"lr": lr.astype(np.float32), "hr": hr.astype(np.float32)}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """Path of a random-init SRUNet(depth=2, base_channels=8) checkpoint."""
+    from srunet.model.unet import SRUNet
+    from srunet.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    kwargs = {"depth": 2, "base_channels": 8}
+    model = SRUNet(**kwargs)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", {
+        "model_kwargs": kwargs, "model_state": model.state_dict(),
+        "normalization": {"lr_percentiles": [1.0, 99.8], "hr_percentiles": [1.0, 99.8]},
+        "config": {}})
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tiny_checkpoint, tmp_path_factory):
+    """rdf.yaml of the tiny package written as a folder."""
+    from srunet.model.package import build_package
+
+    out = tmp_path_factory.mktemp("pkg") / "tiny"
+    return build_package(tiny_checkpoint, out, run_test=False, sample=structured_pair(1))
+
+
+@pytest.fixture(scope="session")
+def tiny_zip(tiny_checkpoint, tmp_path_factory):
+    """The tiny package as one zip file."""
+    from srunet.model.package import build_package
+
+    out = tmp_path_factory.mktemp("pkgzip") / "tiny.zip"
+    return build_package(tiny_checkpoint, out, run_test=False, sample=structured_pair(1))
+
+
+@pytest.fixture(scope="session")
+def tiny_descr(tiny_package):
+    from srunet.model.predict import load_model
+
+    return load_model(tiny_package)
+
+
+@pytest.fixture(scope="session")
+def make_pair():
+    """The :func:`structured_pair` factory, for tests that need their own images."""
+    return structured_pair

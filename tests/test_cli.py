@@ -1,0 +1,53 @@
+"""The command line: the README's main job end to end, and clear errors for bad input."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from srunet.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_main_job() -> str:
+    """The third command of the README's opening block: the main job."""
+    block = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 3, "README must open with install, test and main-job commands"
+    return commands[2]
+
+
+@pytest.mark.slow
+def test_readme_main_job_ends_with_a_validated_package(tmp_path, monkeypatch, capsys):
+    # Same subcommands and options as the README, made tiny: fewer pairs and steps.
+    main_job = readme_main_job()
+    steps = [part.strip() for part in main_job.split("&&")]
+    assert [s.split()[1] for s in steps] == ["simulate", "train", "package"]
+    monkeypatch.chdir(tmp_path)
+    tiny = {"simulate": ["--pairs", "4"],
+            "train": ["train.max_steps=2", "data.tiles_per_epoch=8", "train.batch_size=4",
+                      "model.depth=2", "model.base_channels=8", "data.tile_size=32",
+                      "data.val_fraction=0.25"],
+            "package": []}
+    for step in steps:
+        argv = step.split()[1:]
+        argv = [a for i, a in enumerate(argv) if not (argv[i - 1] == "--pairs" or a == "--pairs")]
+        assert main(argv + tiny[argv[0]]) == 0, step
+    out = capsys.readouterr().out
+    assert "MLflow store: sqlite:///" in out and "best checkpoint:" in out
+    assert "package written and validated" in out
+    package = Path("runs/demo/package")
+    assert (package / "rdf.yaml").is_file()
+    assert Path("runs/demo/mlflow.db").is_file()
+
+
+def test_bad_input_gives_a_clear_error_and_exit_code(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "file").write_text("x")
+    assert main(["simulate", str(tmp_path / "occupied"), "--pairs", "1"]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "train.epochs=zero"]) == 2
+    assert "train.epochs" in capsys.readouterr().err

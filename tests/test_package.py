@@ -1,0 +1,233 @@
+"""Validation harness for the bioimage.io package: what `bioimageio test` does not check.
+
+`bioimageio test` only reproduces the test tensors and runs a few shapes. Here: the package
+passes that test (folder, zip, CLI); tiled prediction through bioimageio.core equals
+whole-image prediction for every weight format and several block sizes; odd sizes give exactly
+2x; the formats agree; blocks leave no seams; the declared halo covers the measured receptive
+field. The same harness runs on the committed release (rdf.yaml at the repository root).
+
+What "whole" means: `srunet.model.predict` runs core's preprocessing once on the unpadded image
+and then either core's blockwise or core's untiled prediction on the *same* normalised tensor,
+so tiled-vs-whole compares the same normalisation (core's own untiled path would take
+percentiles of a halo-padded image, ~0.3 % off). Independently, the interior is compared with
+the eager PyTorch network on an image normalised by hand with the same percentiles.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from srunet.model.package import build_package, tiling_geometry
+from srunet.model.predict import Predictor, _block_geometry, load_model, predict_image
+
+FORMATS = ("pytorch_state_dict", "torchscript", "onnx")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _image(shape=(150, 170), seed=3) -> np.ndarray:
+    """A smooth random raw image with an offset, like a camera frame."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    return (gaussian_filter(rng.random(shape), 1.5) * 1000.0 + 100.0).astype(np.float32)
+
+
+def _block_sizes(descr) -> list[int]:
+    """Three block sizes; the smallest (min) keeps only one grid cell and is ~50x slower."""
+    g = _block_geometry(descr)["y"]
+    return [g["min"] + 3 * g["step"], g["min"] + 6 * g["step"], g["min"] + 13 * g["step"]]
+
+
+def check_tiled_equals_whole(descr, weights_format: str, image: np.ndarray) -> np.ndarray:
+    """Tiled (several block sizes) == untiled to < 1e-4 of the output range; returns whole."""
+    with Predictor(descr, weights_format=weights_format, tiled=False) as predictor:
+        whole = predictor(image)
+        value_range = float(whole.max() - whole.min())
+        predictor.tiled = True
+        for block in _block_sizes(descr):
+            predictor.block_lr = block
+            tiled = predictor(image)
+            error = float(np.abs(tiled - whole).max()) / value_range
+            assert error < 1e-4, f"{weights_format}, block {block}: tiled differs by {error:.2e}"
+    return whole
+
+
+def check_formats(descr, image: np.ndarray) -> dict:
+    """Every format: exactly 2x, tiled == whole; all formats agree with each other."""
+    outputs = {}
+    for weights_format in FORMATS:
+        if getattr(descr.weights, weights_format) is None:
+            continue
+        outputs[weights_format] = check_tiled_equals_whole(descr, weights_format, image)
+        assert outputs[weights_format].shape == (2 * image.shape[0], 2 * image.shape[1])
+        assert outputs[weights_format].dtype == np.float32
+    reference = outputs["pytorch_state_dict"]
+    scale = float(reference.max() - reference.min())
+    for name, output in outputs.items():
+        assert np.abs(output - reference).max() / scale < 1e-4, f"{name} disagrees with state dict"
+    return outputs
+
+
+def _bioimageio_test(source) -> None:
+    from bioimageio.core import test_model
+
+    summary = test_model(source)  # all weight formats
+    assert summary.status == "passed", summary.format()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["folder", "zip"])
+def test_bioimageio_test_passes(kind, tiny_package, tiny_zip):
+    _bioimageio_test(tiny_package if kind == "folder" else tiny_zip)
+
+
+@pytest.mark.slow
+def test_bioimageio_cli_test_passes(tiny_package):
+    cli = Path(sys.executable).with_name("bioimageio")
+    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "bioimageio.core"]
+    result = subprocess.run([*command, "test", str(tiny_package)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "passed" in result.stdout
+
+
+def test_description_geometry(tiny_descr, tiny_checkpoint):
+    """Scale encoding 4.0/2.0, halo from geometry, block grid = pooling grid, percentiles."""
+    from srunet.training.checkpoint import build_model, load_checkpoint
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    geom = tiling_geometry(build_model(checkpoint))
+    in_axes = {str(a.id): a for a in tiny_descr.inputs[0].axes}
+    for axis in tiny_descr.outputs[0].axes[2:]:
+        assert axis.halo == geom["output_halo"]
+        assert (axis.scale, in_axes[str(axis.id)].scale) == (2.0, 4.0)
+        assert str(axis.size.axis_id) == str(axis.id)
+        size = in_axes[str(axis.id)].size
+        assert size.step % geom["grid"] == 0 and size.min == geom["min"]
+        assert 2 * size.min - 2 * axis.halo >= 1
+    kwargs = [p for p in tiny_descr.inputs[0].preprocessing if p.id == "scale_range"][0].kwargs
+    assert [kwargs.min_percentile, kwargs.max_percentile] == checkpoint["normalization"]["lr_percentiles"]
+    assert tiny_descr.config.model_extra["deepimagej"]["allow_tiling"] is True
+    assert tiny_descr.weights.onnx.opset_version <= 18
+
+
+@pytest.mark.slow
+def test_tiled_equals_whole_all_formats_odd_size(tiny_descr):
+    check_formats(tiny_descr, _image((97, 131)))
+
+
+@pytest.mark.slow
+def test_matches_eager_network_in_interior(tiny_descr, tiny_checkpoint):
+    """Independent of core: eager SRUNet on a hand-normalised image, away from the border."""
+    from srunet.training.checkpoint import build_model, load_checkpoint
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    model = build_model(checkpoint)
+    image = _image((150, 170))
+    low, high = np.percentile(image, checkpoint["normalization"]["lr_percentiles"])
+    normalised = (image - low) / (high - low + 1e-6)  # core's scale_range (eps 1e-6)
+    with torch.no_grad():
+        eager = model(torch.from_numpy(normalised.astype(np.float32))[None, None])[0, 0].numpy()
+    border = 2 * tiling_geometry(model)["input_halo"]  # output px
+    core = predict_image(tiny_descr, image, block_lr=_block_sizes(tiny_descr)[1])
+    inner = (slice(border, -border), slice(border, -border))
+    error = np.abs(core[inner] - eager[inner]).max() / np.ptp(eager)
+    assert error < 1e-4, f"core tiled prediction differs from eager by {error:.2e} in the interior"
+
+
+def seam_score(diff: np.ndarray, period: int) -> float:
+    """How much larger |diff| is on block-boundary rows/columns than elsewhere (1 = no seam)."""
+    scores = []
+    for axis in (0, 1):
+        profile = np.abs(diff).mean(axis=1 - axis)
+        phase = np.arange(profile.size) % period
+        boundary = (phase == 0) | (phase == period - 1)
+        scores.append(profile[boundary].mean() / max(profile[~boundary].mean(), 1e-30))
+    return max(scores)
+
+
+def test_seam_detector_has_power(tiny_checkpoint):
+    """Naive halo-less tiling of the eager network is flagged; the detector is not vacuous."""
+    from srunet.training.checkpoint import build_model, load_checkpoint
+
+    model = build_model(load_checkpoint(tiny_checkpoint))
+    image = torch.from_numpy(_image((128, 128)) / 1000.0)[None, None].float()
+    with torch.no_grad():
+        whole = model(image)[0, 0].numpy()
+        tiled = np.block([[model(image[..., y:y + 32, x:x + 32])[0, 0].numpy()
+                           for x in range(0, 128, 32)] for y in range(0, 128, 32)])
+    assert seam_score(tiled - whole, 64) > 3
+
+
+@pytest.mark.slow
+def test_no_block_seams(tiny_descr):
+    """In the spirit of `bioimageio predict-block-artifacts`: tiled - whole shows no seams."""
+    image = _image((160, 160))
+    block = _block_sizes(tiny_descr)[1]
+    inner_out = 2 * (block - 2 * _block_geometry(tiny_descr)["y"]["halo"])
+    whole = predict_image(tiny_descr, image, tiled=False)
+    tiled = predict_image(tiny_descr, image, block_lr=block)
+    diff = tiled - whole
+    assert np.abs(diff).max() / np.ptp(whole) < 1e-5
+    # float rounding noise only: no excess on the block boundaries
+    if np.abs(diff).max() > 0:
+        assert seam_score(diff, inner_out) < 3
+
+
+def test_halo_covers_measured_receptive_field(tiny_descr, tiny_checkpoint):
+    """Perturb one input pixel: outputs farther than the halo (or the radius) do not change."""
+    from srunet.training.checkpoint import build_model, load_checkpoint
+
+    model = build_model(load_checkpoint(tiny_checkpoint)).double()
+    size, centre = 128, 64  # a multiple of the grid: the internal padding plays no part
+    image = torch.rand(1, 1, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    bumped = image.clone()
+    bumped[..., centre, centre] += 1.0
+    with torch.no_grad():
+        changed = (model(bumped) - model(image)).abs()[0, 0].numpy() > 1e-12
+    ys, xs = np.nonzero(changed)
+    reach = int(max(np.abs(ys // 2 - centre).max(), np.abs(xs // 2 - centre).max()))
+    declared = _block_geometry(tiny_descr)["y"]["halo"]
+    assert 0 < reach <= model.receptive_radius() <= declared, (reach, model.receptive_radius(), declared)
+
+
+def test_build_refuses_overwrite(tiny_checkpoint, tiny_package):
+    with pytest.raises(FileExistsError, match="overwrite"):
+        build_package(tiny_checkpoint, tiny_package.parent, run_test=False)
+
+
+def test_zip_and_folder_load(tiny_zip, tiny_package):
+    assert load_model(tiny_zip).name == load_model(tiny_package).name
+    assert len(list(tiny_package.parent.iterdir())) == 11  # rdf.yaml + 10 referenced files
+
+
+@pytest.mark.slow
+def test_release_at_repository_root():
+    """The committed release (rdf.yaml at the root, files in model/release/) passes the harness."""
+    rdf = REPO_ROOT / "rdf.yaml"
+    if not rdf.is_file():
+        pytest.skip(f"no release yet: {rdf} does not exist (the lead commits it with "
+                    "srunet.model.package.export_release)")
+    _bioimageio_test(rdf)
+    descr = load_model(rdf)
+    check_formats(descr, _image((97, 131)))
+
+
+@pytest.mark.slow
+def test_export_release_layout(tiny_checkpoint, tmp_path, make_pair):
+    """export_release writes rdf.yaml at the root pointing into model/release/, and it passes."""
+    from srunet.model.package import export_release
+
+    rdf = export_release(tiny_checkpoint, tmp_path, run_test=True, sample=make_pair(2))
+    assert rdf == tmp_path / "rdf.yaml"
+    assert not (tmp_path / "model" / "release" / "rdf.yaml").exists()
+    assert "model/release/weights.onnx" in rdf.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "rdf.yaml"]  # no leftovers
+    with pytest.raises(FileExistsError):
+        export_release(tiny_checkpoint, tmp_path, run_test=False)
