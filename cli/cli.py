@@ -39,11 +39,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _package(args: argparse.Namespace) -> int:
-    from srunet.model.package import build_package
+    from srunet.model.package import build_package, export_release
 
-    path = build_package(args.checkpoint, args.out, overwrite=args.overwrite,
-                         run_test=not args.no_test)
-    print(f"package written and validated: {path}")
+    if (args.out is None) == (not args.release):
+        raise ValueError("give exactly one of --out DIR_OR_ZIP or --release")
+    if args.release:
+        path = export_release(args.checkpoint, default_model().parent, overwrite=args.overwrite,
+                              run_test=not args.no_test)
+    else:
+        path = build_package(args.checkpoint, args.out, overwrite=args.overwrite,
+                             run_test=not args.no_test)
+    print(f"package written {'(not tested)' if args.no_test else 'and validated'}: {path}")
     return 0
 
 
@@ -92,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("package", help="write and validate a bioimage.io model package")
     p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="folder, or a .zip file")
+    p.add_argument("--out", type=Path, default=None, help="folder, or a .zip file")
+    p.add_argument("--release", action="store_true",
+                   help="write the repository's release: rdf.yaml at the root, files in model/release/")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-test", action="store_true", help="skip bioimageio's test (not advised)")
     p.set_defaults(func=_package)

@@ -310,12 +310,13 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
     if existing and not overwrite:
         raise FileExistsError(f"output exists: {', '.join(existing)}; pass overwrite=True "
                               "(CLI: --overwrite) to replace")
-    images = {path: read_image(path) for path in inputs}  # fail on bad input before the model
+    for path in inputs:  # fail on any bad input before the model runs or anything is written
+        read_image(path)  # (read again below: one image in memory at a time)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with Predictor(model) as predictor:
         for path in tqdm(inputs, desc="srunet predict", unit="image"):
-            lr, pixel_um = images[path]
+            lr, pixel_um = read_image(path)
             if pixel_um is None:
                 warnings.warn(f"{path}: no pixel size in the file; assuming "
                               f"{DEFAULT_PIXEL_UM * 1000:g} nm (spinning-disk confocal)",

@@ -87,12 +87,58 @@ def test_bioimageio_test_passes(kind, tiny_package, tiny_zip):
     _bioimageio_test(tiny_package if kind == "folder" else tiny_zip)
 
 
-@pytest.mark.slow
-def test_bioimageio_cli_test_passes(tiny_package):
+def _bioimageio_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     cli = Path(sys.executable).with_name("bioimageio")
     command = [str(cli)] if cli.exists() else [sys.executable, "-m", "bioimageio.core"]
-    result = subprocess.run([*command, "test", str(tiny_package)], capture_output=True,
-                            text=True, timeout=600)
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=900, cwd=cwd)
+
+
+def jump_seam_score(diff: np.ndarray, period: int) -> float:
+    """Largest ratio, over block phases, of the mean pixel-to-pixel jump of ``diff`` at one
+    phase to the mean jump everywhere (1 = no seam). Insensitive to a smooth offset, such as
+    the one core's untiled path adds by taking percentiles of a halo-padded image."""
+    ratios = []
+    for axis in (0, 1):
+        jumps = np.abs(np.diff(diff, axis=axis)).mean(axis=1 - axis)
+        ratios.append(max(jumps[phase::period].mean() for phase in range(period)) / jumps.mean())
+    return float(max(ratios))
+
+
+def check_block_artifacts(rdf: Path, tmp_path: Path, shape=(204, 256)) -> float:
+    """Run `bioimageio predict-block-artifacts` (core's own blocking, blocksize n=1: many small
+    blocks) and return the seam score of its whole-minus-blockwise difference."""
+    descr = load_model(rdf)
+    geometry = _block_geometry(descr)["y"]
+    shape = tuple(geometry["min"] + -(-(s - geometry["min"]) // geometry["step"]) * geometry["step"]
+                  for s in shape)  # numpy inputs must lie on the declared size grid
+    np.save(tmp_path / "input.npy", _image(shape)[None, None])
+    result = _bioimageio_cli("predict-block-artifacts", str(rdf), "--inputs", "input.npy",
+                             "--outputs", "diff.npy", "--blockwise", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    diff = np.load(tmp_path / "diff.npy")[0, 0]
+    assert diff.shape == (2 * shape[0], 2 * shape[1])
+    inner_out = 2 * (geometry["min"] + geometry["step"] - 2 * geometry["halo"])
+    return jump_seam_score(diff, inner_out)
+
+
+def test_jump_seam_score_has_power():
+    rng = np.random.default_rng(0)
+    smooth = np.cumsum(rng.normal(0, 1e-4, (200, 256)), axis=1)
+    assert jump_seam_score(smooth, 16) < 1.3
+    stepped = smooth.copy()
+    for start in range(0, 256, 32):  # a 3e-4 step every 16 px: a faint seam
+        stepped[:, start:start + 16] += 3e-4
+    assert jump_seam_score(stepped, 16) > 1.5
+
+
+@pytest.mark.slow
+def test_bioimageio_predict_block_artifacts_shows_no_seams(tiny_package, tmp_path):
+    assert check_block_artifacts(tiny_package, tmp_path) < 1.3
+
+
+@pytest.mark.slow
+def test_bioimageio_cli_test_passes(tiny_package):
+    result = _bioimageio_cli("test", str(tiny_package))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "passed" in result.stdout
 
@@ -208,7 +254,7 @@ def test_zip_and_folder_load(tiny_zip, tiny_package):
 
 
 @pytest.mark.slow
-def test_release_at_repository_root():
+def test_release_at_repository_root(tmp_path):
     """The committed release (rdf.yaml at the root, files in model/release/) passes the harness."""
     rdf = REPO_ROOT / "rdf.yaml"
     if not rdf.is_file():
@@ -217,6 +263,7 @@ def test_release_at_repository_root():
     _bioimageio_test(rdf)
     descr = load_model(rdf)
     check_formats(descr, _image((97, 131)))
+    assert check_block_artifacts(rdf, tmp_path) < 1.3
 
 
 @pytest.mark.slow
