@@ -16,6 +16,30 @@ def _display_range(image: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1.0)
 
 
+def side_by_side(path, panels, *, title: str = "", panel_inches: float = 4.0) -> Path:
+    """PNG of images side by side, each with its own robust display range (the images are on
+    different intensity scales: camera ADU, normalised, photon counts).
+
+    ``panels`` is a sequence of (title, 2-D image). Used for training previews and covers.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel_inches * len(panels), panel_inches + 0.6), dpi=80)
+    for index, (name, image) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        low, high = _display_range(image)
+        ax.imshow(image, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
 def pair_figure(path, *, lr, bicubic, sr, hr, error, consistency, frc_curves: dict,
                 title: str, std=None) -> Path:
     """One PNG per image. Top: LR | bicubic | SR | HR | |error|; bottom: consistency map,

@@ -41,7 +41,6 @@ from srunet.training import contract
 EXPERIMENT = "srunet-evaluate"
 FRC_THRESHOLD = "1/7"
 FOREGROUND_SIGMA_PX = 1.0  # HR px: smooths photon noise so Otsu splits structure from background
-TIFF_SUFFIXES = (".tif", ".tiff")
 FOREGROUND_NOTE = (f"Otsu threshold (skimage.filters.threshold_otsu) of the HR target smoothed "
                    f"with a Gaussian of sigma {FOREGROUND_SIGMA_PX:g} HR px; pixels above it.")
 FRC_NOTE = ("single-image checkerboard split (Koho et al. 2019; exact sqrt(2) pixel and "
@@ -357,33 +356,6 @@ def validation_report(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.nda
                            tta=tta)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """A 2-D TIFF/OME-TIFF as float32; singleton axes are dropped."""
-    import tifffile
-
-    image = np.squeeze(tifffile.imread(path))
-    if image.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D image (singleton axes allowed), got shape {image.shape}")
-    return image.astype(np.float32)
-
-
-def pair_files(lr_dir, hr_dir) -> list[tuple[str, Path, Path]]:
-    """(name, lr_path, hr_path) for TIFFs with the same name (stem) in both folders."""
-    found = {}
-    for label, folder in (("lr", Path(lr_dir)), ("hr", Path(hr_dir))):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{label} folder {folder} does not exist")
-        found[label] = {p.stem: p for p in sorted(folder.iterdir())
-                        if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")}
-    missing = sorted(set(found["lr"]) ^ set(found["hr"]))
-    if missing:
-        raise ValueError(f"these images have no partner of the same name in {lr_dir} / {hr_dir}: "
-                         f"{missing}")
-    if not found["lr"]:
-        raise ValueError(f"no .tif/.tiff images in {lr_dir}")
-    return [(name, found["lr"][name], found["hr"][name]) for name in sorted(found["lr"])]
-
-
 def evaluate(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,
              overwrite: bool = False) -> Path:
     """Evaluate a packaged model (``rdf.yaml`` or ``.zip``) on paired TIFF folders.
@@ -391,12 +363,14 @@ def evaluate(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,
     Runs the package through bioimageio.core (``srunet.model.predict``), writes the report to
     ``out_dir`` atomically and returns the path of its ``summary.md``.
     """
+    from srunet.training.dataset import find_pairs
+
     out_dir = Path(out_dir)
-    files = pair_files(lr_dir, hr_dir)
+    files = find_pairs(lr_dir, hr_dir)  # paired by name; clear errors for unpaired files
     _check_out_dir(out_dir, overwrite)
-    from srunet.model.predict import load_model, predict_image  # heavy: bioimageio.core, torch
+    from srunet.model.predict import load_model, predict_image, read_image  # heavy imports
 
     descr = load_model(model)
-    pairs = [(name, read_image(lr), read_image(hr)) for name, lr, hr in files]
+    pairs = [(p.name, read_image(p.lr)[0], read_image(p.hr)[0]) for p in files]
     return evaluate_arrays(pairs, lambda image: predict_image(descr, image), out_dir,
                            overwrite=overwrite, tracking_uri=tracking_uri, model_name=str(model))

@@ -83,9 +83,16 @@ def readme_text(*, name: str, checkpoint: dict, input_halo: int, grid: int, min_
     else:
         table = "No sample metrics were computed for this build."
     train_metrics = checkpoint.get("metrics") or {}
-    train_line = (f"Validation metrics recorded in the training checkpoint: "
-                  f"{', '.join(f'{k}={v:.4g}' for k, v in train_metrics.items() if isinstance(v, (int, float)))}."
-                  if train_metrics else "The checkpoint records no training validation metrics.")
+    if "val_psnr" in train_metrics and "val_bicubic_psnr" in train_metrics:
+        rows = "\n".join(
+            f"| {key} | {train_metrics[f'val_{key}']:.4g} | {train_metrics[f'val_bicubic_{key}']:.4g} |"
+            for key in ("psnr", "ssim", "nrmse", "accuracy")
+            if f"val_{key}" in train_metrics and f"val_bicubic_{key}" in train_metrics)
+        train_line = ("Mean over the training run's validation images (simulated, held out by "
+                      f"image; checkpoint step {checkpoint.get('step', '?')}):\n\n"
+                      "| metric | this model | bicubic 2x |\n|---|---|---|\n" + rows)
+    else:
+        train_line = "The checkpoint records no training validation metrics."
     return f"""\
 # {name}
 
@@ -147,22 +154,10 @@ physics-consistency map and a test-time-augmentation uncertainty map beside each
 """
 
 
-def _display_range(image: np.ndarray) -> tuple[float, float]:
-    low, high = np.percentile(image, (0.5, 99.8))
-    return float(low), float(high if high > low else low + 1.0)
-
-
 def write_cover(path: Path, *, lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray,
                 hr: np.ndarray) -> Path:
-    """Write a 2:1 PNG cover, panels LR | bicubic | SR (this model) | ISM target (centre crop).
-
-    Each panel is shown with its own robust display range because the four images are on
-    different intensity scales (camera ADU, normalised, photon counts).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: packaging runs on servers and in CI
-    import matplotlib.pyplot as plt
+    """Write a 2:1 PNG cover, panels LR | bicubic | SR (this model) | ISM target (centre crop)."""
+    from srunet.evaluation.figures import side_by_side
 
     # Zoom on the centre (at most 64 LR px) so the 2x gain is visible at thumbnail size.
     crop = min(64, *lr.shape)
@@ -172,14 +167,5 @@ def write_cover(path: Path, *, lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarr
                        for im in (bicubic, sr, hr))
     panels = (("confocal input", lr), ("bicubic 2x", bicubic), ("srunet 2x", sr),
               ("ISM target", hr))
-    fig, axes = plt.subplots(1, 4, figsize=(10, 5), dpi=100)
-    for ax, (title, image) in zip(axes, panels):
-        low, high = _display_range(image)
-        ax.imshow(image, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
-        ax.set_title(title, fontsize=11)
-        ax.set_axis_off()
-    fig.suptitle("srunet: spinning-disk confocal -> ISM, 2x per axis (simulated pair)", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return side_by_side(path, panels, panel_inches=2.5,
+                        title="srunet: spinning-disk confocal -> ISM, 2x per axis (simulated pair)")

@@ -157,7 +157,10 @@ def test_evaluate_pairs_tiffs_by_name(tmp_path, monkeypatch):
         tifffile.imwrite(lr_dir / f"{name}.tif", lr[None])  # singleton axis is dropped
         tifffile.imwrite(hr_dir / f"{name}.tiff", hr)
     # stand-in for srunet.model.predict (bioimageio.core), so this test checks report logic only
+    from srunet.model.predict import read_image
+
     fake = types.ModuleType("srunet.model.predict")
+    fake.read_image = read_image
     fake.load_model = lambda source: {"source": source}
     fake.predict_image = lambda descr, image: predict(image)
     monkeypatch.setitem(sys.modules, "srunet.model.predict", fake)

@@ -51,26 +51,11 @@ def validate(model, images: list[ImagePair], device) -> tuple[dict[str, float], 
 
 
 def save_preview(panel, path: Path, title: str = "") -> Path:
-    """PNG panel LR | bicubic | SR | HR (each shown with its own 0.2-99.8 % display range)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """PNG panel LR | bicubic | SR | HR of one validation image."""
+    from srunet.evaluation.figures import side_by_side
 
     names = ("LR (confocal)", "bicubic 2x", "SR (srunet)", "HR (ISM)")
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
-    for ax, name, image in zip(axes, names, panel):
-        low, high = np.percentile(image, (0.2, 99.8))
-        ax.imshow(image, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
-        ax.set_title(name)
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return side_by_side(path, list(zip(names, panel)), title=title)
 
 
 def final_report(model, images: list[ImagePair], lr_percentiles, device, out_dir: Path) -> Path:
