@@ -20,7 +20,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from srunet.training.simulate import simulate_dataset
 
     manifest = simulate_dataset(args.out, pairs=args.pairs, seed=args.seed, workers=args.workers,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, repeats=args.repeats)
     print(f"wrote {args.pairs} pairs; manifest: {manifest}")
     return 0
 
@@ -68,7 +68,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from srunet.evaluation.report import evaluate
 
     summary = evaluate(args.model or default_model(), lr_dir=args.lr, hr_dir=args.hr,
-                       out_dir=args.out, tracking_uri=args.tracking_uri, overwrite=args.overwrite)
+                       out_dir=args.out, tracking_uri=args.tracking_uri, overwrite=args.overwrite,
+                       lr_repeat_dir=args.lr_repeat, hr_repeat_dir=args.hr_repeat)
     print(f"report: {summary}")
     return 0
 
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="master seed; pair k uses seed+k")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--repeats", action="store_true",
+                   help="also write second noise realisations (lr_repeat/, hr_repeat/) for FRC")
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser("train", help="train the 2x UNet, tracked in MLflow")
@@ -121,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=Path, required=True)
     p.add_argument("--hr", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--lr-repeat", type=Path, default=None,
+                   help="second noise realisations of the LR images (same names): two-image FRC")
+    p.add_argument("--hr-repeat", type=Path, default=None, help="the same for the HR images")
     p.add_argument("--tracking-uri", default=None, help="log the report to this MLflow store")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_evaluate)

@@ -357,20 +357,34 @@ def validation_report(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.nda
 
 
 def evaluate(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,
-             overwrite: bool = False) -> Path:
+             overwrite: bool = False, lr_repeat_dir=None, hr_repeat_dir=None) -> Path:
     """Evaluate a packaged model (``rdf.yaml`` or ``.zip``) on paired TIFF folders.
 
     Runs the package through bioimageio.core (``srunet.model.predict``), writes the report to
-    ``out_dir`` atomically and returns the path of its ``summary.md``.
+    ``out_dir`` atomically and returns the path of its ``summary.md``. ``lr_repeat_dir`` /
+    ``hr_repeat_dir``: second noise realisations of the same fields (same names), for
+    two-image FRC (``srunet simulate --repeats`` writes them).
     """
     from srunet.training.dataset import find_pairs
 
     out_dir = Path(out_dir)
     files = find_pairs(lr_dir, hr_dir)  # paired by name; clear errors for unpaired files
+    repeats = {}
+    if (lr_repeat_dir is None) != (hr_repeat_dir is None):
+        raise ValueError("give both lr_repeat_dir and hr_repeat_dir (--lr-repeat, --hr-repeat) "
+                         "or neither")
+    if lr_repeat_dir is not None:
+        repeats = {p.name: p for p in find_pairs(lr_repeat_dir, hr_repeat_dir)}
+        missing = sorted({p.name for p in files} - set(repeats))
+        if missing:
+            raise ValueError(f"no second realisation in {lr_repeat_dir} for: {missing[:5]}")
     _check_out_dir(out_dir, overwrite)
     from srunet.model.predict import load_model, predict_image, read_image  # heavy imports
 
     descr = load_model(model)
-    pairs = [(p.name, read_image(p.lr)[0], read_image(p.hr)[0]) for p in files]
+    pairs = []
+    for p in files:
+        extra = (read_image(repeats[p.name].lr)[0], read_image(repeats[p.name].hr)[0]) if repeats else ()
+        pairs.append((p.name, read_image(p.lr)[0], read_image(p.hr)[0], *extra))
     return evaluate_arrays(pairs, lambda image: predict_image(descr, image), out_dir,
                            overwrite=overwrite, tracking_uri=tracking_uri, model_name=str(model))

@@ -220,3 +220,22 @@ def test_end_to_end_through_a_real_package(tmp_path):
     record = data["images"][name]
     assert record["hr_shape"] == [160, 160]
     assert np.isfinite(record["metrics"]["model"]["whole"]["psnr"])
+
+
+def test_evaluate_uses_second_realisations_for_two_image_frc(tmp_path, monkeypatch):
+    from srunet.model.predict import read_image
+    from srunet.training.simulate import simulate_dataset
+
+    data = tmp_path / "sim"
+    simulate_dataset(data, pairs=2, seed=5, workers=1, hr_size=96, repeats=True)
+    fake = types.ModuleType("srunet.model.predict")
+    fake.read_image, fake.load_model = read_image, (lambda source: source)
+    fake.predict_image = lambda descr, image: predict(image)
+    monkeypatch.setitem(sys.modules, "srunet.model.predict", fake)
+    summary = report.evaluate("fake.zip", lr_dir=data / "lr", hr_dir=data / "hr",
+                              out_dir=tmp_path / "out", lr_repeat_dir=data / "lr_repeat",
+                              hr_repeat_dir=data / "hr_repeat")
+    assert json.loads(summary.with_name("report.json").read_text())["overall"]["frc_method"] == "two-image"
+    with pytest.raises(ValueError, match="both"):
+        report.evaluate("fake.zip", lr_dir=data / "lr", hr_dir=data / "hr", out_dir=tmp_path / "o2",
+                        lr_repeat_dir=data / "lr_repeat")

@@ -233,3 +233,18 @@ def test_dataset_argument_validation(tmp_path, kwargs):
     with pytest.raises(ValueError):
         simulate_dataset(tmp_path / "x", **kwargs)
     assert not (tmp_path / "x").exists()
+
+
+def test_dataset_repeats_are_a_second_noise_realisation(tmp_path):
+    plain = simulate_dataset(tmp_path / "plain", pairs=1, seed=11, workers=1, hr_size=64).parent
+    twice = simulate_dataset(tmp_path / "twice", pairs=1, seed=11, workers=1, hr_size=64,
+                             repeats=True).parent
+    name = "s000011.tif"
+    pair = simulate_pair(11, hr_size=64, realisations=2)
+    for kind in ("lr", "hr"):
+        first = tifffile.imread(twice / kind / name)
+        assert np.array_equal(first, tifffile.imread(plain / kind / name))  # unchanged
+        second = tifffile.imread(twice / f"{kind}_repeat" / name)
+        assert np.array_equal(second, pair[f"{kind}_repeats"][1])  # realisation 1 of the field
+        assert not np.array_equal(second, first)
+    assert not (plain / "lr_repeat").exists()

@@ -65,8 +65,12 @@ def test_resume_equals_uninterrupted_training(sim_data, tmp_path):
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
-    # the resumed run continues the same MLflow run
+    # the resumed run continues the same MLflow run and records what changed
     assert resumed.run_id == cut.run_id
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(resumed.tracking_uri).get_run(resumed.run_id).data.tags
+    assert tags["resumed_at_step_3"] == "train.max_steps: 3 -> None"
 
 
 def test_resume_refuses_a_different_config(sim_data, tmp_path):

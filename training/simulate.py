@@ -224,19 +224,24 @@ def _write_tiff(path: Path, image: np.ndarray, pixel_nm: float) -> None:
                                "PhysicalSizeY": size_um, "PhysicalSizeYUnit": "µm"})
 
 
-def _simulate_to(folder: str, seed: int, hr_size: int | None) -> dict:
+def _simulate_to(folder: str, seed: int, hr_size: int | None, repeats: bool = False) -> dict:
     """Worker: simulate pair ``seed`` into ``folder`` and return its manifest entry."""
-    pair = simulate_pair(seed, hr_size=hr_size)
+    pair = simulate_pair(seed, hr_size=hr_size, realisations=2 if repeats else 1)
     name = f"s{seed:06d}"
     entry = {"name": name, "lr": f"lr/{name}.tif", "hr": f"hr/{name}.tif", "seed": seed,
              "params": pair["params"]}
     _write_tiff(Path(folder) / entry["lr"], pair["lr"], contract.LR_PIXEL_NM)
     _write_tiff(Path(folder) / entry["hr"], pair["hr"], contract.HR_PIXEL_NM)
+    if repeats:  # a second, independent noise realisation of the same field (two-image FRC)
+        entry["lr_repeat"], entry["hr_repeat"] = f"lr_repeat/{name}.tif", f"hr_repeat/{name}.tif"
+        _write_tiff(Path(folder) / entry["lr_repeat"], pair["lr_repeats"][1], contract.LR_PIXEL_NM)
+        _write_tiff(Path(folder) / entry["hr_repeat"], pair["hr_repeats"][1], contract.HR_PIXEL_NM)
     return entry
 
 
 def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: int | None = None,
-                     overwrite: bool = False, hr_size: int | None = None) -> Path:
+                     overwrite: bool = False, hr_size: int | None = None,
+                     repeats: bool = False) -> Path:
     """Write ``pairs`` simulated pairs as OME-TIFF (``lr/``, ``hr/``) plus ``manifest.json``.
 
     Parameters
@@ -253,6 +258,9 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
         Replace an existing non-empty ``out`` (only after the new dataset is complete).
     hr_size : int, optional
         Fix the HR field size (for tests); default drawn per pair.
+    repeats : bool
+        Also write a second independent noise realisation of every pair to ``lr_repeat/`` and
+        ``hr_repeat/`` (``lr/``, ``hr/`` are unchanged), for two-image FRC in ``srunet evaluate``.
 
     Returns
     -------
@@ -277,18 +285,19 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        (tmp / "lr").mkdir()
-        (tmp / "hr").mkdir()
+        for folder in ("lr", "hr") + (("lr_repeat", "hr_repeat") if repeats else ()):
+            (tmp / folder).mkdir()
         seeds = [seed + k for k in range(pairs)]
         entries: dict[int, dict] = {}
         with tqdm(total=pairs, desc="simulate", unit="pair") as bar:
             if workers == 1:
                 for s in seeds:
-                    entries[s] = _simulate_to(str(tmp), s, hr_size)
+                    entries[s] = _simulate_to(str(tmp), s, hr_size, repeats)
                     bar.update()
             else:
                 with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-                    futures = [pool.submit(_simulate_to, str(tmp), s, hr_size) for s in seeds]
+                    futures = [pool.submit(_simulate_to, str(tmp), s, hr_size, repeats)
+                               for s in seeds]
                     for future in concurrent.futures.as_completed(futures):
                         entry = future.result()
                         entries[entry["seed"]] = entry

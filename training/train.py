@@ -93,16 +93,18 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
 
 
-def _check_resume(config: Config, saved: dict, path: Path) -> None:
+def _check_resume(config: Config, saved: dict, path: Path) -> str:
+    """Refuse a resume whose config differs beyond RESUMABLE_CHANGES; describe what changed."""
     from srunet.training.config import flatten
 
     now, before = flatten(config), flatten(Config.model_validate(saved))
-    changed = sorted(k for k in now.keys() | before.keys()
-                     if now.get(k) != before.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        detail = ", ".join(f"{k}: {before.get(k)} -> {now.get(k)}" for k in changed[:6])
+    changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
+    forbidden = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if forbidden:
+        detail = ", ".join(f"{k}: {before.get(k)} -> {now.get(k)}" for k in forbidden[:6])
         raise ValueError(f"cannot resume from {path}: config differs ({detail}); resume with the "
                          "checkpoint's config (only epochs, max_steps, patience may change)")
+    return ", ".join(f"{k}: {before.get(k)} -> {now.get(k)}" for k in changed) or "no change"
 
 
 def train(config: Config, resume: Path | None = None) -> TrainResult:
@@ -146,7 +148,7 @@ def train(config: Config, resume: Path | None = None) -> TrainResult:
         saved = load_checkpoint(resume, map_location=device)
         if "optimizer" not in saved:
             raise ValueError(f"{resume} holds weights only (no training state); cannot resume it")
-        _check_resume(config, saved["config"], Path(resume))
+        resume_note = _check_resume(config, saved["config"], Path(resume))
         model.load_state_dict(saved["model_state"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -164,6 +166,8 @@ def train(config: Config, resume: Path | None = None) -> TrainResult:
 
         tracker = Tracker(config, out_dir, run_id=state["run_id"])
         state["run_id"] = tracker.run_id
+        if resume is not None:  # the run's params are the original config: record the changes
+            tracker.client.set_tag(tracker.run_id, f"resumed_at_step_{state['step']}", resume_note)
         if resume is None:
             tracker.log_data_digests([p.lr for p in pairs] + [p.hr for p in pairs])
             tracker.log_json({"train": [p.name for p in train_pairs],
