@@ -150,7 +150,13 @@ against real ISM images of your own samples before drawing conclusions.
 Trained on simulation only; single channel; 2-D; one optical setting family (NA 1.2-1.4,
 488-561 nm excitation). Out-of-focus haze, sample type and noise levels far from the training
 ranges give unreliable output. Use `srunet predict --consistency --uncertainty` to get a
-physics-consistency map and a test-time-augmentation uncertainty map beside each output.
+physics-consistency map and a test-time-augmentation uncertainty map beside each output, and
+`srunet evaluate` (Fourier ring correlation) to see whether outputs claim finer detail than ISM.
+
+Tiling: the UNet's 2x2 max pooling makes the result depend slightly on where a block starts
+modulo {grid} input pixels. `srunet predict` pads images to that grid, and bioimage.io blocking
+of images whose size lies on the declared size grid ({min_size} + n x {grid}) starts every block
+on it: both are exact. Tools that start tiles at other offsets can show faint joins.
 """
 
 

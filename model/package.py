@@ -19,7 +19,6 @@ Layouts written:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ import torch
 
 from srunet.model import geometry
 from srunet.model.unet import SRUNet
+from srunet.training.tracking import file_sha256 as _sha256
 
 INPUT_ID, OUTPUT_ID = "input", "output"
 INPUT_SCALE, OUTPUT_SCALE = 4.0, 2.0  # encodes 2x for both v0.5 and JDLL, see module docstring
@@ -63,14 +63,6 @@ def valid_size(size: int, geom: dict) -> int:
     if size < geom["min"]:
         raise ValueError(f"size {size} is below the smallest block size {geom['min']}")
     return geom["min"] + (size - geom["min"]) // geom["step"] * geom["step"]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _export_weights(model: SRUNet, state: dict, folder: Path, example_size: int) -> None:
