@@ -20,6 +20,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from srunet.model.geometry import SCALE
+from srunet.evaluation.metrics import gain_offset
 from srunet.training import contract
 
 BINNINGS = ("mean", "sum")
@@ -50,15 +51,6 @@ def degrade_to_lr(sr: np.ndarray, *, sigma_nm: float | None = None,
     # 'reflect' (half-sample symmetric) adds no step at the border that the LR image lacks.
     blurred = gaussian_filter(sr, sigma_nm / contract.HR_PIXEL_NM, mode="reflect")
     return bin_to_lr(blurred, binning=binning)
-
-
-def gain_offset(target: np.ndarray, source: np.ndarray) -> tuple[float, float]:
-    """Least-squares (gain, offset) with gain x source + offset ~ target, over all pixels."""
-    # metrics.fit_gain_offset returns only the fitted image; the reports need the coefficients.
-    target, source = np.asarray(target, dtype=np.float64), np.asarray(source, dtype=np.float64)
-    design = np.stack([source.ravel(), np.ones(source.size)], axis=1)
-    (gain, offset), *_ = np.linalg.lstsq(design, target.ravel(), rcond=None)
-    return float(gain), float(offset)
 
 
 def consistency_map(lr: np.ndarray, sr: np.ndarray, *, sigma_nm: float | None = None,

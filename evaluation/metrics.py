@@ -48,17 +48,23 @@ def _check_range(data_range: float) -> float:
     return float(data_range)
 
 
-def fit_gain_offset(image_true: np.ndarray, image_test: np.ndarray, mask=None) -> np.ndarray:
-    """Return ``a * image_test + b`` with (a, b) minimising the squared error to ``image_true``.
+def gain_offset(image_true: np.ndarray, image_test: np.ndarray, mask=None) -> tuple[float, float]:
+    """Least-squares (gain, offset) with ``gain * image_test + offset ~ image_true``.
 
-    The fit uses the pixels in ``mask`` (all when None) and is applied to the whole image.
+    The fit uses the pixels in ``mask`` (all when None).
     """
     image_true, image_test, mask = _check_pair(image_true, image_test, mask)
     t = image_true[mask] if mask is not None else image_true.ravel()
     p = image_test[mask] if mask is not None else image_test.ravel()
     design = np.stack([p, np.ones_like(p)], axis=1)
     (gain, offset), *_ = np.linalg.lstsq(design, t, rcond=None)
-    return gain * image_test + offset
+    return float(gain), float(offset)
+
+
+def fit_gain_offset(image_true: np.ndarray, image_test: np.ndarray, mask=None) -> np.ndarray:
+    """Return ``a * image_test + b`` with (a, b) from :func:`gain_offset`, over the whole image."""
+    gain, offset = gain_offset(image_true, image_test, mask)
+    return gain * np.asarray(image_test, dtype=np.float64) + offset
 
 
 def _prepare(image_true, image_test, fit, mask):

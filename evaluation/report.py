@@ -19,10 +19,8 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
@@ -32,9 +30,10 @@ from scipy.ndimage import gaussian_filter
 from skimage.filters import threshold_otsu
 
 from srunet.evaluation import figures, frc
-from srunet.evaluation.consistency import consistency_map, gain_offset
-from srunet.evaluation.metrics import all_metrics, fit_gain_offset, upsample_bicubic
+from srunet.evaluation.consistency import consistency_map
+from srunet.evaluation.metrics import all_metrics, fit_gain_offset, gain_offset, upsample_bicubic
 from srunet.evaluation.uncertainty import calibration, plot_calibration, tta_std
+from srunet.files import swap_into_place
 from srunet.model.geometry import SCALE
 from srunet.training import contract
 
@@ -215,17 +214,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     """Rename the finished temp folder into place; an old report is swapped out, then removed."""
     _check_out_dir(out_dir, overwrite)
-    if not out_dir.exists():
-        os.rename(tmp, out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        os.rename(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    swap_into_place(tmp, out_dir)
 
 
 def _flat_metrics(overall: dict) -> dict:

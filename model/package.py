@@ -29,7 +29,7 @@ import torch
 
 from srunet.model import geometry
 from srunet.model.unet import SRUNet
-from srunet.training.tracking import file_sha256 as _sha256
+from srunet.files import file_sha256 as _sha256, swap_into_place
 
 INPUT_ID, OUTPUT_ID = "input", "output"
 INPUT_SCALE, OUTPUT_SCALE = 4.0, 2.0  # encodes 2x for both v0.5 and JDLL, see module docstring
@@ -256,17 +256,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
                               "replace it")
 
 
-def _replace(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing it; a folder is swapped via a temporary name."""
-    if dst.is_dir():
-        trash = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, trash)
-        os.replace(src, dst)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
 def build_package(checkpoint, out, *, overwrite: bool = False, run_test: bool = True,
                   sample: dict | None = None) -> Path:
     """Write a complete, tested bioimage.io model package from an srunet checkpoint.
@@ -314,7 +303,7 @@ def build_package(checkpoint, out, *, overwrite: bool = False, run_test: bool = 
         if run_test:
             run_bioimageio_test(written)
         _check_out(out, overwrite)  # another process may have written it meanwhile
-        _replace(written, out)
+        swap_into_place(written, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out if out.suffix.lower() == ".zip" else out / "rdf.yaml"
@@ -348,7 +337,7 @@ def export_release(checkpoint, repo_root, *, overwrite: bool = False, run_test: 
         build_package(checkpoint, staging / "package", run_test=run_test, sample=sample)
         (staging / "package" / "rdf.yaml").unlink()  # one description only: the root one
         release.parent.mkdir(parents=True, exist_ok=True)
-        _replace(staging / "package", release)
+        swap_into_place(staging / "package", release)
         model = build_model_geometry(checkpoint)
         with ValidationContext(root=root, perform_io_checks=True):
             descr = describe(lambda name: (RELEASE_DIR / name).as_posix(), checkpoint, model,

@@ -34,13 +34,13 @@ import math
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from tqdm.auto import tqdm
 
+from srunet.files import swap_into_place
 from srunet.training import contract, optics, phantom
 
 SIMULATOR_VERSION = "1.0"
@@ -309,18 +309,7 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
                               "shift_lr_px": "LR content displaced by +(dy, dx) LR px relative "
                                              "to HR"}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        old = None
-        if out.exists():  # empty, or overwrite: move aside, swap in, then delete
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-        try:
-            tmp.rename(out)
-        except BaseException:
-            if old is not None:
-                old.rename(out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, out)  # an empty or overwritten folder is replaced whole
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

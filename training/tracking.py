@@ -13,20 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from srunet.files import file_sha256
 from srunet.training.config import Config, flatten
 
 
 def default_tracking_uri(out_dir: Path) -> str:
     """``sqlite:///<absolute out_dir>/mlflow.db``: no server needed."""
     return f"sqlite:///{(Path(out_dir).resolve() / 'mlflow.db').as_posix()}"
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit() -> str:
