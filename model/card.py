@@ -53,7 +53,9 @@ microscope data.** The simulation follows the project's acquisition contract:
 Accuracy on real confocal/ISM pairs is **not** established by this training. Check it on your
 own pairs (`srunet evaluate --model rdf.yaml --lr LR_DIR --hr HR_DIR --out REPORT`) and, for real
 use, retrain on registered real pairs: `srunet train --data DIR` (DIR with `lr/` and `hr/`
-TIFF pairs, HR exactly 2x the LR size), then `srunet package --checkpoint BEST.pt --out PKG`."""
+TIFF pairs, HR exactly 2x the LR size), or fine-tune these weights on them by adding
+`train.init_from=weights.pt` (this package's state-dict file), then
+`srunet package --checkpoint BEST.pt --out PKG`."""
 
 
 def readme_text(*, name: str, checkpoint: dict, input_halo: int, grid: int, min_size: int,

@@ -32,3 +32,18 @@ def test_yaml_file_and_errors_name_file_key_and_value(tmp_path):
 def test_missing_data_is_explained():
     with pytest.raises(ValueError, match="--data"):
         Config().data.folders()
+
+
+def test_release_configs_are_valid_and_describe_the_released_network():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    stage1 = load_config(root / "training" / "kidney.yaml")
+    stage2 = load_config(root / "training" / "kidney_finetune.yaml")
+    assert stage2.train.init_from == Path(stage1.out_dir) / "checkpoints" / "best.pt"
+    assert stage1.model == stage2.model
+    released = yaml.safe_load((root / "rdf.yaml").read_text())
+    kwargs = released["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+    assert kwargs == stage2.model.model_dump()

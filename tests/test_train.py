@@ -77,3 +77,42 @@ def test_resume_refuses_a_different_config(sim_data, tmp_path):
     _, first = run(sim_data, tmp_path / "r", "train.max_steps=1")
     with pytest.raises(ValueError, match="model.base_channels: 8 -> 4"):
         run(sim_data, tmp_path / "r", "model.base_channels=4", resume=first.last_checkpoint)
+
+
+def test_fine_tuning_starts_from_the_given_weights(sim_data, tmp_path):
+    _, first = run(sim_data, tmp_path / "a", "train.max_steps=2")
+    start = load_checkpoint(first.best_checkpoint)["model_state"]
+    # A learning rate of 1e-12 leaves the weights where they started: at the checkpoint's.
+    _, tuned = run(sim_data, tmp_path / "b", "train.max_steps=1", "train.loss=mse",
+                   "train.learning_rate=1e-12", f"train.init_from={first.best_checkpoint}")
+    _, fresh = run(sim_data, tmp_path / "c", "train.max_steps=1", "train.loss=mse",
+                   "train.learning_rate=1e-12", "seed=7")
+    tuned_state = load_checkpoint(tuned.last_checkpoint)["model_state"]
+    fresh_state = load_checkpoint(fresh.last_checkpoint)["model_state"]
+    for key, value in start.items():
+        assert torch.allclose(value, tuned_state[key], atol=1e-6), key
+    assert not all(torch.allclose(v, fresh_state[k], atol=1e-6) for k, v in start.items())
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(tuned.tracking_uri).get_run(tuned.run_id).data.tags
+    assert len(tags["init_from_sha256"]) == 64
+
+
+def test_fine_tuning_refuses_another_architecture(sim_data, tmp_path):
+    _, first = run(sim_data, tmp_path / "a", "train.max_steps=1")
+    with pytest.raises(ValueError, match="base_channels.: 8.*make them equal"):
+        run(sim_data, tmp_path / "b", "model.base_channels=4",
+            f"train.init_from={first.best_checkpoint}")
+
+
+def test_fine_tuning_from_a_bare_state_dict_checks_shapes(sim_data, tmp_path):
+    _, first = run(sim_data, tmp_path / "a", "train.max_steps=1")
+    bare = tmp_path / "weights.pt"  # what a package holds as pytorch_state_dict
+    torch.save(load_checkpoint(first.best_checkpoint)["model_state"], bare)
+    _, tuned = run(sim_data, tmp_path / "b", "train.max_steps=1", "train.learning_rate=1e-12",
+                   f"train.init_from={bare}")
+    tuned_state = load_checkpoint(tuned.last_checkpoint)["model_state"]
+    for key, value in torch.load(bare, weights_only=True).items():
+        assert torch.allclose(value, tuned_state[key], atol=1e-6), key
+    with pytest.raises(ValueError, match="does not fit the model section"):
+        run(sim_data, tmp_path / "c", "model.base_channels=4", f"train.init_from={bare}")

@@ -86,7 +86,8 @@ class TrainConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(200, ge=0)
-    loss: Literal["l1", "l1+ssim"] = "l1"
+    loss: Literal["l1", "mse", "l1+ssim"] = Field(
+        "l1", description="mse estimates the mean of the noisy targets, which is what PSNR scores")
     ssim_weight: float = Field(0.2, ge=0, le=1)
     grad_clip: float = Field(1.0, gt=0)
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
@@ -95,6 +96,9 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0)
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: all)")
+    init_from: Optional[Path] = Field(
+        None, description="fine-tune: start from the weights of this srunet checkpoint or "
+        "package weights.pt (fresh optimiser and schedule; same model and normalisation)")
 
 
 class TrackingConfig(_Strict):

@@ -1,4 +1,4 @@
-"""Training loop: AdamW, warmup + cosine, L1 (+ SSIM), clipping, bf16 autocast on CUDA,
+"""Training loop: AdamW, warmup + cosine, L1 / MSE (+ SSIM), clipping, bf16 autocast on CUDA,
 self-describing checkpoints every epoch, exact resume, early stopping, MLflow tracking.
 
 Runs on one CPU/GPU or under ``torchrun`` (DistributedDataParallel; rank 0 logs and saves).
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from srunet.model.unet import SRUNet
 from srunet.training import dataset as ds
 from srunet.training.checkpoint import load_checkpoint, save_checkpoint
-from srunet.training.config import Config
+from srunet.training.config import Config, ModelConfig
 from srunet.training.validate import final_report, save_preview, validate
 
 # Config sections that may change when resuming (how long to train, where to log).
@@ -107,6 +107,45 @@ def _check_resume(config: Config, saved: dict, path: Path) -> str:
     return ", ".join(f"{k}: {before.get(k)} -> {now.get(k)}" for k in changed) or "no change"
 
 
+def _initial_weights(config: Config, model: SRUNet, device: torch.device) -> dict:
+    """The state dict named by ``train.init_from``, checked against this run.
+
+    Takes an srunet checkpoint (model kwargs and normalisation are compared with the config) or
+    a bare state dict such as a package's ``weights.pt`` (the model section must describe it).
+    """
+    path = Path(config.train.init_from)
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from={path} does not exist; pass an srunet "
+                                "checkpoint or a package's weights.pt")
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"train.init_from={path} is not a readable torch file: {error}") from error
+    if isinstance(saved, dict) and "format" in saved:
+        saved = load_checkpoint(path, map_location=device)  # checks format and version
+        wanted = config.model.model_dump()
+        if ModelConfig(**saved["model_kwargs"]).model_dump() != wanted:
+            raise ValueError(f"train.init_from={path} holds a model with {saved['model_kwargs']}, "
+                             f"but this run's model section is {wanted}; make them equal to fine-tune")
+        norm = saved.get("normalization", {})
+        for key in ("lr_percentiles", "hr_percentiles"):
+            mine = list(getattr(config.data, key))
+            if key in norm and list(norm[key]) != mine:
+                raise ValueError(f"train.init_from={path} was trained with {key}={list(norm[key])}, "
+                                 f"this run uses data.{key}={mine}; use the same percentiles")
+        saved = saved["model_state"]
+    if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
+        raise ValueError(f"train.init_from={path} is neither an srunet checkpoint nor a state dict")
+    expected = model.state_dict()
+    wrong = sorted(set(saved) ^ set(expected)) + sorted(
+        k for k in set(saved) & set(expected) if saved[k].shape != expected[k].shape)
+    if wrong:
+        raise ValueError(f"train.init_from={path} does not fit the model section "
+                         f"{config.model.model_dump()}: keys or shapes differ ({', '.join(wrong[:4])}"
+                         f"{', ...' if len(wrong) > 4 else ''}); set model.* to the weights' values")
+    return saved
+
+
 def train(config: Config, resume: Path | None = None) -> TrainResult:
     """Train a model as configured; returns where the run and its checkpoints are."""
     rank, world = _distributed()
@@ -144,6 +183,8 @@ def train(config: Config, resume: Path | None = None) -> TrainResult:
         optimizer, lr_lambda(config.train.warmup_steps, config.train.epochs * steps_per_epoch))
     state = {"step": 0, "best_psnr": -math.inf, "bad_epochs": 0, "epoch_loss": 0.0,
              "epoch_batches": 0, "run_id": None, "metrics": {}}
+    if config.train.init_from is not None and resume is None:
+        model.load_state_dict(_initial_weights(config, model, device))
     if resume is not None:
         saved = load_checkpoint(resume, map_location=device)
         if "optimizer" not in saved:
@@ -172,6 +213,11 @@ def train(config: Config, resume: Path | None = None) -> TrainResult:
             tracker.log_data_digests([p.lr for p in pairs] + [p.hr for p in pairs])
             tracker.log_json({"train": [p.name for p in train_pairs],
                               "validation": [p.name for p in val_pairs]}, "split.json")
+            if config.train.init_from is not None:  # which weights a fine-tune started from
+                from srunet.files import file_sha256
+
+                tracker.client.set_tag(tracker.run_id, "init_from_sha256",
+                                       file_sha256(config.train.init_from))
 
     amp = config.train.amp and device.type == "cuda"
     best_path, last_path = ckpt_dir / "best.pt", ckpt_dir / "last.pt"
@@ -239,8 +285,12 @@ def train(config: Config, resume: Path | None = None) -> TrainResult:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     prediction = wrapped(lr_tiles)
                 prediction = prediction.float()
-                # L1: robust to the Poisson noise of the ISM targets (median-like estimator).
-                loss = F.l1_loss(prediction, hr_tiles)
+                # L1 is robust to outliers in the targets (a median-like estimator); MSE
+                # estimates the mean of the noisy targets, the quantity PSNR rewards.
+                if config.train.loss == "mse":
+                    loss = F.mse_loss(prediction, hr_tiles)
+                else:
+                    loss = F.l1_loss(prediction, hr_tiles)
                 if config.train.loss == "l1+ssim":
                     loss = (1 - config.train.ssim_weight) * loss + config.train.ssim_weight * ssim_loss(prediction, hr_tiles)
                 optimizer.zero_grad(set_to_none=True)
