@@ -42,23 +42,47 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint safely (``weights_only=True``) and check that it is one of ours."""
-    path = Path(path)
+def _read(path: Path, map_location) -> object:
+    """``torch.load(weights_only=True)`` with the file named in every error."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
         raise ValueError(f"{path} is not a readable srunet checkpoint: {error}") from error
+
+
+def _check_version(payload: dict, path: Path) -> dict:
+    if payload.get("version") != VERSION:
+        raise ValueError(f"{path} has checkpoint version {payload.get('version')}, expected {VERSION}")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint safely (``weights_only=True``) and check that it is one of ours."""
+    path = Path(path)
+    payload = _read(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(
             f"{path} is not an srunet checkpoint (no 'format': '{FORMAT}' entry); "
             "pass a file written by `srunet train`"
         )
-    if payload.get("version") != VERSION:
-        raise ValueError(f"{path} has checkpoint version {payload.get('version')}, expected {VERSION}")
-    return payload
+    return _check_version(payload, path)
+
+
+def load_weights(path: str | os.PathLike,
+                 map_location: str | torch.device = "cpu") -> tuple[dict, dict | None]:
+    """Weights to start from: an srunet checkpoint or a bare state dict (a package's weights.pt).
+
+    Returns ``(state_dict, checkpoint)``; ``checkpoint`` is None for a bare state dict.
+    """
+    path = Path(path)
+    payload = _read(path, map_location)
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        return _check_version(payload, path)["model_state"], payload
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise ValueError(f"{path} is neither an srunet checkpoint nor a state dict of tensors")
+    return payload, None
 
 
 def build_model(checkpoint: dict) -> SRUNet:

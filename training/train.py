@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from srunet.model.unet import SRUNet
 from srunet.training import dataset as ds
-from srunet.training.checkpoint import load_checkpoint, save_checkpoint
+from srunet.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from srunet.training.config import Config, ModelConfig
 from srunet.training.validate import final_report, save_preview, validate
 
@@ -107,22 +107,15 @@ def _check_resume(config: Config, saved: dict, path: Path) -> str:
     return ", ".join(f"{k}: {before.get(k)} -> {now.get(k)}" for k in changed) or "no change"
 
 
-def _initial_weights(config: Config, model: SRUNet, device: torch.device) -> dict:
-    """The state dict named by ``train.init_from``, checked against this run.
+def _initial_weights(config: Config, model: SRUNet, device: torch.device) -> None:
+    """Load ``train.init_from`` into ``model``, checked against this run's config.
 
-    Takes an srunet checkpoint (model kwargs and normalisation are compared with the config) or
-    a bare state dict such as a package's ``weights.pt`` (the model section must describe it).
+    An srunet checkpoint must match the model section and the normalisation; a bare state
+    dict (a package's ``weights.pt``) must fit the model section.
     """
     path = Path(config.train.init_from)
-    if not path.is_file():
-        raise FileNotFoundError(f"train.init_from={path} does not exist; pass an srunet "
-                                "checkpoint or a package's weights.pt")
-    try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"train.init_from={path} is not a readable torch file: {error}") from error
-    if isinstance(saved, dict) and "format" in saved:
-        saved = load_checkpoint(path, map_location=device)  # checks format and version
+    state, saved = load_weights(path, map_location=device)
+    if saved is not None:
         wanted = config.model.model_dump()
         if ModelConfig(**saved["model_kwargs"]).model_dump() != wanted:
             raise ValueError(f"train.init_from={path} holds a model with {saved['model_kwargs']}, "
@@ -133,17 +126,12 @@ def _initial_weights(config: Config, model: SRUNet, device: torch.device) -> dic
             if key in norm and list(norm[key]) != mine:
                 raise ValueError(f"train.init_from={path} was trained with {key}={list(norm[key])}, "
                                  f"this run uses data.{key}={mine}; use the same percentiles")
-        saved = saved["model_state"]
-    if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
-        raise ValueError(f"train.init_from={path} is neither an srunet checkpoint nor a state dict")
-    expected = model.state_dict()
-    wrong = sorted(set(saved) ^ set(expected)) + sorted(
-        k for k in set(saved) & set(expected) if saved[k].shape != expected[k].shape)
-    if wrong:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # missing/unexpected keys or shape mismatches, listed by torch
         raise ValueError(f"train.init_from={path} does not fit the model section "
-                         f"{config.model.model_dump()}: keys or shapes differ ({', '.join(wrong[:4])}"
-                         f"{', ...' if len(wrong) > 4 else ''}); set model.* to the weights' values")
-    return saved
+                         f"{config.model.model_dump()}; set model.* to the weights' values. "
+                         f"{error}") from error
 
 
 def train(config: Config, resume: Path | None = None) -> TrainResult:
@@ -184,7 +172,7 @@ def train(config: Config, resume: Path | None = None) -> TrainResult:
     state = {"step": 0, "best_psnr": -math.inf, "bad_epochs": 0, "epoch_loss": 0.0,
              "epoch_batches": 0, "run_id": None, "metrics": {}}
     if config.train.init_from is not None and resume is None:
-        model.load_state_dict(_initial_weights(config, model, device))
+        _initial_weights(config, model, device)
     if resume is not None:
         saved = load_checkpoint(resume, map_location=device)
         if "optimizer" not in saved:
