@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from srunet.model.unet import SRUNet
+from srunet.tiff import find_pairs
 from srunet.training.config import Config
 
 
@@ -45,7 +46,7 @@ def network_throughput(config: Config, steps: int, batch: int, device: str) -> f
 def dataset_throughput(data: Path, config: Config, count: int) -> float:
     from srunet.training import dataset as ds
 
-    pairs = ds.find_pairs(data / "lr", data / "hr")
+    pairs = find_pairs(data / "lr", data / "hr")
     images = ds.load_images(pairs, config.data.lr_percentiles, config.data.hr_percentiles,
                             config.data.tile_size)
     tiles = ds.TileDataset(images, config.data.tile_size, count, seed=0)

@@ -7,7 +7,7 @@ sqrt(sigma_confocal^2 - sigma_ism^2) (``contract.psf_difference_sigma_nm``), so
 
     predicted LR = 2x2 bin( G_diff * SR ),
 
-and since LR pixel (i, j) covers exactly HR pixels (2i..2i+1, 2j..2j+1) (model/geometry.py), the
+and since LR pixel (i, j) covers exactly HR pixels (2i..2i+1, 2j..2j+1) (srunet/geometry.py), the
 binning needs no interpolation. A gain and offset are fitted by least squares first, because the
 network's and the camera's intensity units differ. Structure the network invented, or moved,
 does not survive this round trip and lights up in the error map; missing fine detail below the
@@ -19,15 +19,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from srunet.model.geometry import SCALE
+from srunet.geometry import SCALE
 from srunet.evaluation.metrics import gain_offset
-from srunet.training import contract
+from srunet import contract
 
 BINNINGS = ("mean", "sum")
 
 
 def bin_to_lr(image_hr: np.ndarray, *, binning: str = "mean") -> np.ndarray:
-    """Bin an HR-grid image 2x2 onto the LR grid (pixel convention of model/geometry.py)."""
+    """Bin an HR-grid image 2x2 onto the LR grid (pixel convention of srunet/geometry.py)."""
     if binning not in BINNINGS:
         raise ValueError(f"binning must be one of {BINNINGS}, got {binning!r}")
     image_hr = np.asarray(image_hr, dtype=np.float64)

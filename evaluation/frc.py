@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 from scipy.signal import savgol_filter
 
-from srunet.training import contract
+from srunet import contract
 
 THRESHOLDS = ("1/7", "half-bit")
 WINDOWS = ("hamming", "hann", "tukey", None)

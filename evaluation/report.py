@@ -1,9 +1,9 @@
 """Quality-control report of a 2x model on paired LR/HR data: numbers, trust checks, figures.
 
-``evaluate`` runs a BioImage Model Zoo package (through bioimageio.core, as users will) on a folder
-of LR TIFFs and compares with the HR TIFFs of the same names. ``evaluate_arrays`` is the same
-report for in-memory arrays and any predict callable; ``validation_report`` is what training calls
-at its end. Output folder::
+``evaluate_arrays`` scores in-memory pairs with any predict callable (training calls it on its
+validation images); ``evaluate_folders`` does the same for LR TIFFs and the HR TIFFs of the same
+names. ``srunet.model.predict.evaluate_package`` runs a BioImage Model Zoo package through
+bioimageio.core, as users will, into ``evaluate_folders``. Output folder::
 
     report.json     every number (per image and overall)
     summary.md      one page, embeds the figures
@@ -29,13 +29,15 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.filters import threshold_otsu
 
+from srunet import contract
 from srunet.evaluation import figures, frc
 from srunet.evaluation.consistency import consistency_map
 from srunet.evaluation.metrics import all_metrics, fit_gain_offset, gain_offset, upsample_bicubic
 from srunet.evaluation.uncertainty import calibration, plot_calibration, tta_std
 from srunet.files import swap_into_place
-from srunet.model.geometry import SCALE
-from srunet.training import contract
+from srunet.geometry import SCALE
+from srunet.store import experiment_id
+from srunet.tiff import find_pairs, read_image
 
 EXPERIMENT = "srunet-evaluate"
 FRC_THRESHOLD = "1/7"
@@ -211,12 +213,6 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out_dir} exists and is not a folder; choose another --out")
 
 
-def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished temp folder into place; an old report is swapped out, then removed."""
-    _check_out_dir(out_dir, overwrite)
-    swap_into_place(tmp, out_dir)
-
-
 def _flat_metrics(overall: dict) -> dict:
     flat = {}
     for label in ("model", "bicubic"):
@@ -240,16 +236,8 @@ def log_to_mlflow(report_dir: Path, report: dict, tracking_uri: str) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        location = None
-        if tracking_uri.startswith("sqlite:///"):
-            # Keep artifacts beside the database instead of in the current working directory.
-            location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
-        experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
-    run = client.create_run(experiment_id, run_name=f"evaluate {Path(str(report['model'])).name}")
+    experiment = experiment_id(client, EXPERIMENT, tracking_uri)
+    run = client.create_run(experiment, run_name=f"evaluate {Path(str(report['model'])).name}")
     now = int(datetime.datetime.now().timestamp() * 1000)
     client.log_batch(run.info.run_id,
                      metrics=[Metric(k, v, now, 0) for k, v in _flat_metrics(report["overall"]).items()],
@@ -325,7 +313,8 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
         report = _json_safe(report)
         (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
         (tmp / "summary.md").write_text(figures.summary_markdown(report))
-        _publish(tmp, out_dir, overwrite)
+        _check_out_dir(out_dir, overwrite)  # another process may have written it meanwhile
+        swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -334,28 +323,16 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
     return out_dir / "summary.md"
 
 
-def validation_report(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarray], out_dir, *,
-                      overwrite: bool = True, model_name: str = "end-of-training validation",
-                      tta: bool = False) -> Path:
-    """The evaluation report for training's validation pairs (in memory, no package, no MLflow).
+def evaluate_folders(predict_fn: Callable[[np.ndarray], np.ndarray], *, lr_dir, hr_dir, out_dir,
+                     tracking_uri: str | None = None, overwrite: bool = False,
+                     lr_repeat_dir=None, hr_repeat_dir=None,
+                     model_name: str = "predict callable") -> Path:
+    """:func:`evaluate_arrays` on paired TIFF folders (paired by name); returns ``summary.md``.
 
-    Training logs the returned folder (``summary.md``'s parent) into its own MLflow run.
+    ``lr_repeat_dir`` / ``hr_repeat_dir``: second noise realisations of the same fields (same
+    names), for two-image FRC (``srunet simulate --repeats`` writes them). Every pairing error
+    is raised before anything is predicted.
     """
-    return evaluate_arrays(pairs, predict_fn, out_dir, overwrite=overwrite, model_name=model_name,
-                           tta=tta)
-
-
-def evaluate(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,
-             overwrite: bool = False, lr_repeat_dir=None, hr_repeat_dir=None) -> Path:
-    """Evaluate a packaged model (``rdf.yaml`` or ``.zip``) on paired TIFF folders.
-
-    Runs the package through bioimageio.core (``srunet.model.predict``), writes the report to
-    ``out_dir`` atomically and returns the path of its ``summary.md``. ``lr_repeat_dir`` /
-    ``hr_repeat_dir``: second noise realisations of the same fields (same names), for
-    two-image FRC (``srunet simulate --repeats`` writes them).
-    """
-    from srunet.training.dataset import find_pairs
-
     out_dir = Path(out_dir)
     files = find_pairs(lr_dir, hr_dir)  # paired by name; clear errors for unpaired files
     repeats = {}
@@ -368,12 +345,11 @@ def evaluate(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,
         if missing:
             raise ValueError(f"no second realisation in {lr_repeat_dir} for: {missing[:5]}")
     _check_out_dir(out_dir, overwrite)
-    from srunet.model.predict import load_model, predict_image, read_image  # heavy imports
 
-    descr = load_model(model)
-    pairs = []
-    for p in files:
-        extra = (read_image(repeats[p.name].lr)[0], read_image(repeats[p.name].hr)[0]) if repeats else ()
-        pairs.append((p.name, read_image(p.lr)[0], read_image(p.hr)[0], *extra))
-    return evaluate_arrays(pairs, lambda image: predict_image(descr, image), out_dir,
-                           overwrite=overwrite, tracking_uri=tracking_uri, model_name=str(model))
+    def pairs():
+        for p in files:
+            extra = (read_image(repeats[p.name].lr)[0], read_image(repeats[p.name].hr)[0]) if repeats else ()
+            yield (p.name, read_image(p.lr)[0], read_image(p.hr)[0], *extra)
+
+    return evaluate_arrays(pairs(), predict_fn, out_dir, overwrite=overwrite,
+                           tracking_uri=tracking_uri, model_name=model_name)

@@ -1,4 +1,4 @@
-"""Where is the prediction unsure? Test-time augmentation, ensembles and their calibration.
+"""Where is the prediction unsure? Test-time augmentation and its calibration.
 
 Test-time augmentation (TTA) runs the model on the 8 rotations/reflections of the input (the
 dihedral group D4), maps each output back and reports the per-pixel spread. The physics is
@@ -6,7 +6,7 @@ invariant to these transforms, so a faithful model's outputs agree; disagreement
 where the network's guess depends on orientation, i.e. on learned priors rather than on data.
 
 Why the transforms commute exactly with the 2x mapping: LR pixel (i, j) covers HR pixels
-(2i..2i+1, 2j..2j+1) (model/geometry.py), so each LR pixel and its 2x2 HR block share the same
+(2i..2i+1, 2j..2j+1) (srunet/geometry.py), so each LR pixel and its 2x2 HR block share the same
 centre. A flip of an n-pixel LR axis, i -> n-1-i, maps the block {2i, 2i+1} to
 {2n-1-2i-1, 2n-1-2i} = {2(n-1-i), 2(n-1-i)+1}, the block of the flipped LR pixel; a transpose
 maps blocks to blocks trivially. Rotations are compositions of these, so T applied on the LR grid
@@ -16,30 +16,14 @@ and T applied on the HR grid describe the same motion of the specimen, with no h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from srunet.model.geometry import SCALE
+from srunet.geometry import SCALE, dihedral, inverse_dihedral
 
 Predict = Callable[[np.ndarray], np.ndarray]
-
-
-def dihedral_transforms() -> list[tuple[Callable, Callable]]:
-    """The 8 (forward, inverse) pairs of D4 on (y, x) arrays: rot90^k, optionally after a flip."""
-    pairs = []
-    for flip in (False, True):
-        for k in range(4):
-            def forward(a, k=k, flip=flip):
-                return np.rot90(a[:, ::-1] if flip else a, k)
-
-            def inverse(a, k=k, flip=flip):
-                a = np.rot90(a, -k)
-                return a[:, ::-1] if flip else a
-
-            pairs.append((forward, inverse))
-    return pairs
 
 
 def _check_image(image) -> np.ndarray:
@@ -67,10 +51,10 @@ def tta_predictions(predict: Predict, image: np.ndarray) -> np.ndarray:
     """
     image = _check_image(image)
     outputs = []
-    for forward, inverse in dihedral_transforms():
-        transformed = forward(image)
+    for transform in range(8):
+        transformed = dihedral(image, transform)
         expected = (SCALE * transformed.shape[0], SCALE * transformed.shape[1])
-        outputs.append(inverse(_run(predict, transformed, expected)))
+        outputs.append(inverse_dihedral(_run(predict, transformed, expected), transform))
     return np.stack(outputs)
 
 
@@ -91,25 +75,6 @@ def tta_std(predict: Predict, image: np.ndarray) -> tuple[np.ndarray, np.ndarray
         Zero std for a model that is exactly equivariant to rotations and reflections.
     """
     outputs = tta_predictions(predict, image)
-    return outputs.mean(axis=0).astype(np.float32), outputs.std(axis=0).astype(np.float32)
-
-
-def ensemble_std(predicts: Sequence[Predict], image: np.ndarray, *,
-                 tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and per-pixel standard deviation over several models (e.g. different seeds).
-
-    With ``tta=True`` every model also runs on the 8 dihedral transforms and the spread is taken
-    over all 8 x len(predicts) outputs.
-    """
-    predicts = list(predicts)
-    if len(predicts) < 2 and not tta:
-        raise ValueError(f"an ensemble needs at least 2 predict callables, got {len(predicts)}")
-    image = _check_image(image)
-    expected = (SCALE * image.shape[0], SCALE * image.shape[1])
-    if tta:
-        outputs = np.concatenate([tta_predictions(p, image) for p in predicts])
-    else:
-        outputs = np.stack([_run(p, image, expected) for p in predicts])
     return outputs.mean(axis=0).astype(np.float32), outputs.std(axis=0).astype(np.float32)
 
 

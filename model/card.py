@@ -1,7 +1,7 @@
 """Model card text and cover image of the srunet bioimage.io package.
 
 Kept apart from ``package.py`` so the wording can be reviewed on its own. Every number about the
-training data comes from ``srunet.training.contract`` (the acquisition contract), never retyped.
+training data comes from ``srunet.contract`` (the acquisition contract), never retyped.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from srunet.training import contract
+from srunet import contract
+from srunet.evaluation.figures import side_by_side
 
 CITATIONS = (
     ("Ronneberger, Fischer & Brox (2015). U-Net: Convolutional Networks for Biomedical Image "
@@ -165,8 +166,6 @@ on it: both are exact. Tools that start tiles at other offsets can show faint jo
 def write_cover(path: Path, *, lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray,
                 hr: np.ndarray) -> Path:
     """Write a 2:1 PNG cover, panels LR | bicubic | SR (this model) | ISM target (centre crop)."""
-    from srunet.evaluation.figures import side_by_side
-
     # Zoom on the centre (at most 64 LR px) so the 2x gain is visible at thumbnail size.
     crop = min(64, *lr.shape)
     y0, x0 = (lr.shape[0] - crop) // 2, (lr.shape[1] - crop) // 2

@@ -17,16 +17,19 @@ Tiled output then equals whole-image output to float rounding, whatever the bloc
 
 from __future__ import annotations
 
-import os
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from srunet.evaluation.consistency import consistency_map
+from srunet.evaluation.report import evaluate_folders
+from srunet.evaluation.uncertainty import tta_std
+from srunet.geometry import Blocks, largest_block, smallest_block
+from srunet.tiff import read_image, stem, write_ome_tiff
+
 DEFAULT_BLOCK_LR = 512  # input px per block side: ~100 MB of activations for the default UNet
 DEFAULT_PIXEL_UM = 0.085  # contract: spinning-disk confocal pixel size
-_TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 
 
 def load_model(source):
@@ -67,14 +70,13 @@ def load_model(source):
     return descr
 
 
-def _block_geometry(descr) -> dict:
-    """min, step and input halo of the y/x axes, read from the description (input pixels)."""
+def package_blocks(descr) -> Blocks:
+    """Block sizes and input halo declared by a package (the same for y and x)."""
     from bioimageio.spec.model import v0_5
 
-    ipt, out = descr.inputs[0], descr.outputs[0]
-    in_axes = {str(a.id): a for a in ipt.axes}
-    geom = {}
-    for axis in out.axes:
+    in_axes = {str(a.id): a for a in descr.inputs[0].axes}
+    found = {}
+    for axis in descr.outputs[0].axes:
         if str(axis.id) not in ("y", "x"):
             continue
         in_axis = in_axes[str(axis.id)]
@@ -85,9 +87,10 @@ def _block_geometry(descr) -> dict:
         halo = getattr(axis, "halo", 0) * axis.scale / in_axis.scale
         if halo != int(halo):
             raise ValueError(f"axis {axis.id}: input halo {halo} is not a whole number")
-        geom[str(axis.id)] = {"min": in_axis.size.min, "step": in_axis.size.step,
-                              "halo": int(halo)}
-    return geom
+        found[str(axis.id)] = Blocks(in_axis.size.min, in_axis.size.step, int(halo))
+    if set(found) != {"y", "x"} or found["y"] != found["x"]:
+        raise ValueError(f"expected the same block geometry on y and x, got {found}")
+    return found["y"]
 
 
 class Predictor:
@@ -108,36 +111,36 @@ class Predictor:
 
     def __init__(self, model_descr, *, tiled: bool = True, block_lr: int | None = None,
                  weights_format: str | None = None):
-        from bioimageio.core import create_prediction_pipeline
-
         self.descr = load_model(model_descr)
-        self.geom = _block_geometry(self.descr)
+        self.blocks = package_blocks(self.descr)
         self.tiled, self.block_lr = tiled, DEFAULT_BLOCK_LR if block_lr is None else block_lr
-        smallest = max(g["min"] for g in self.geom.values())
-        if self.tiled and self.block_lr < smallest:
+        if self.tiled and self.block_lr < self.blocks.min:
             raise ValueError(f"block_lr={self.block_lr} is below the model's smallest block "
-                             f"({smallest} input px)")
-        self.pipeline = create_prediction_pipeline(self.descr, weight_format=weights_format)
-        self.pipeline.load()
+                             f"({self.blocks.min} input px)")
+        self.weights_format = weights_format
+        self._pipeline = None
+
+    @property
+    def pipeline(self):
+        """core's prediction pipeline, weights loaded on first use (so input checks run first)."""
+        if self._pipeline is None:
+            from bioimageio.core import create_prediction_pipeline
+
+            self._pipeline = create_prediction_pipeline(self.descr, weight_format=self.weights_format)
+            self._pipeline.load()
+        return self._pipeline
 
     def close(self) -> None:
         """Release the model weights."""
-        self.pipeline.unload()
+        if self._pipeline is not None:
+            self._pipeline.unload()
+            self._pipeline = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-    def _padded_size(self, size: int, axis: str) -> int:
-        g = self.geom[axis]
-        return max(-(-size // g["step"]) * g["step"], g["min"])
-
-    def _block_size(self, padded: int, axis: str) -> int:
-        g = self.geom[axis]
-        limit = min(padded, self.block_lr)
-        return g["min"] + (limit - g["min"]) // g["step"] * g["step"]
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """2x prediction of a raw 2-D image (y, x); returns float32 (2y, 2x)."""
@@ -156,16 +159,15 @@ class Predictor:
         self.pipeline.apply_preprocessing(sample)  # percentiles of the unpadded image
         normalised = sample.members[in_id].data.values[0, 0]
         height, width = image.shape
-        pad = (self._padded_size(height, "y") - height, self._padded_size(width, "x") - width)
+        pad = (smallest_block(height, self.blocks) - height, smallest_block(width, self.blocks) - width)
         padded = np.pad(normalised, ((0, pad[0]), (0, pad[1])), mode="symmetric")
         sample = Sample(members={in_id: Tensor.from_numpy(padded[None, None], dims=dims)},
                         stat=sample.stat, id="image")
         # One block that holds the whole padded image is exactly the untiled computation;
         # run it as such (core would otherwise need image >= block and use tiny inner blocks).
-        fits = all(padded.shape[i] + 2 * self.geom[a]["halo"] <= self.block_lr
-                   for i, a in enumerate(("y", "x")))
+        fits = max(padded.shape) + 2 * self.blocks.halo <= self.block_lr
         if self.tiled and not fits:
-            block = {AxisId(a): self._block_size(padded.shape[i], a)
+            block = {AxisId(a): largest_block(min(padded.shape[i], self.block_lr), self.blocks)
                      for i, a in enumerate(("y", "x"))}
             result = self.pipeline.predict_sample_with_fixed_blocking(
                 sample, input_block_shape={in_id: block}, skip_preprocessing=True)
@@ -187,84 +189,6 @@ def predict_image(model_descr, image: np.ndarray, *, tiled: bool = True,
     with Predictor(model_descr, tiled=tiled, block_lr=block_lr,
                    weights_format=weights_format) as predictor:
         return predictor(image)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in _TIFF_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def _ome_pixel_size(xml: str) -> float | None:
-    """PhysicalSizeX/Y of the first OME Pixels element, in micrometres (None if absent)."""
-    units = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e6, "Å": 1e-4}
-    pixels = re.search(r"<(?:\w+:)?Pixels\b[^>]*>", xml)
-    if pixels is None:
-        return None
-    attrs = dict(re.findall(r'(\w+)="([^"]*)"', pixels.group(0)))
-    if "PhysicalSizeX" not in attrs:
-        return None
-    unit = attrs.get("PhysicalSizeXUnit", "µm")
-    if unit not in units:
-        return None
-    return float(attrs["PhysicalSizeX"]) * units[unit]
-
-
-def read_image(path: Path) -> tuple[np.ndarray, float | None]:
-    """Read a 2-D TIFF/OME-TIFF plane and its pixel size (um, None if the file has none)."""
-    import tifffile
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            data = tif.asarray()
-            axes = tif.series[0].axes if tif.series else "?"
-            pixel_um = _ome_pixel_size(tif.ome_metadata) if tif.ome_metadata else None
-            page = tif.pages[0]
-            if pixel_um is None and "XResolution" in page.tags:
-                num, den = page.tags["XResolution"].value
-                per_unit = num / den if den else 0.0
-                unit = int(page.tags["ResolutionUnit"].value) if "ResolutionUnit" in page.tags else 1
-                ij_unit = (tif.imagej_metadata or {}).get("unit", "")
-                scale = {2: 25400.0, 3: 1e4}.get(unit)  # inch, cm -> um
-                if scale is None and ij_unit in ("micron", "um", "µm", "\\u00B5m"):
-                    scale = 1.0
-                if scale and per_unit > 0:
-                    pixel_um = scale / per_unit
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"{path}: cannot read as TIFF ({type(error).__name__}: {error})") from error
-    image = np.squeeze(data)
-    if image.ndim != 2:
-        raise ValueError(f"{path}: expected one 2-D plane (y, x) after dropping singleton axes, "
-                         f"got shape {data.shape} (axes '{axes}'); split channels, z-slices or "
-                         "time points into separate 2-D files first")
-    if not np.all(np.isfinite(image)):
-        raise ValueError(f"{path}: contains {int(np.sum(~np.isfinite(image)))} NaN/inf pixels; "
-                         "fix or mask them before prediction")
-    return image.astype(np.float32), pixel_um
-
-
-def write_ome_tiff(path: Path, image: np.ndarray, pixel_um: float) -> Path:
-    """Write a float32 2-D OME-TIFF with its physical pixel size, atomically (temp + rename)."""
-    import tifffile
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tifffile.imwrite(
-            tmp, np.asarray(image, dtype=np.float32), ome=True, photometric="minisblack",
-            metadata={"axes": "YX", "PhysicalSizeX": pixel_um, "PhysicalSizeXUnit": "µm",
-                      "PhysicalSizeY": pixel_um, "PhysicalSizeYUnit": "µm"},
-            # TIFF resolution too, for readers that ignore OME-XML
-            resolution=(1e4 / pixel_um, 1e4 / pixel_um), resolutionunit="CENTIMETER")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistency: bool = False,
@@ -299,9 +223,9 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
     out_dir = Path(out_dir)
     planned = {}
     for path in inputs:
-        stem = _stem(path)
-        names = [f"{stem}_sr.ome.tif"] + [f"{stem}_consistency.ome.tif"] * consistency + \
-            [f"{stem}_uncertainty.ome.tif"] * uncertainty
+        name = stem(path)
+        names = [f"{name}_sr.ome.tif"] + [f"{name}_consistency.ome.tif"] * consistency + \
+            [f"{name}_uncertainty.ome.tif"] * uncertainty
         planned[path] = [out_dir / n for n in names]
     targets = [t for ts in planned.values() for t in ts]
     if len(set(targets)) != len(targets):
@@ -326,13 +250,25 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
             targets = iter(planned[path])
             written.append(write_ome_tiff(next(targets), sr, pixel_um / 2))
             if consistency:
-                from srunet.evaluation.consistency import consistency_map
-
-                written.append(write_ome_tiff(next(targets), consistency_map(lr, sr)["map"],
+                written.append(write_ome_tiff(next(targets), consistency_map(lr, sr)["map"].astype(np.float32),
                                               pixel_um))
             if uncertainty:
-                from srunet.evaluation.uncertainty import tta_std
-
                 _, std = tta_std(predictor, lr)
-                written.append(write_ome_tiff(next(targets), std, pixel_um / 2))
+                written.append(write_ome_tiff(next(targets), std.astype(np.float32), pixel_um / 2))
     return written
+
+
+def evaluate_package(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,
+                     overwrite: bool = False, lr_repeat_dir=None, hr_repeat_dir=None) -> Path:
+    """QC report of a packaged model (``rdf.yaml``, folder or ``.zip``) on paired TIFF folders.
+
+    The package runs through bioimageio.core (:class:`Predictor`), as users will run it; the
+    report is :func:`srunet.evaluation.report.evaluate_folders` (see there for the folders and
+    second realisations). Returns the report's ``summary.md``.
+    """
+    descr = load_model(model)
+    with Predictor(descr) as predictor:
+        return evaluate_folders(predictor, lr_dir=lr_dir, hr_dir=hr_dir, out_dir=out_dir,
+                                tracking_uri=tracking_uri, overwrite=overwrite,
+                                lr_repeat_dir=lr_repeat_dir, hr_repeat_dir=hr_repeat_dir,
+                                model_name=str(model))

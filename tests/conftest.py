@@ -25,7 +25,7 @@ def structured_pair(seed: int, lr_size: int = 128) -> dict:
 def tiny_checkpoint(tmp_path_factory):
     """Path of a random-init SRUNet(depth=2, base_channels=8) checkpoint."""
     from srunet.model.unet import SRUNet
-    from srunet.training.checkpoint import save_checkpoint
+    from srunet.model.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     kwargs = {"depth": 2, "base_channels": 8}

@@ -9,7 +9,7 @@ from scipy.ndimage import shift as nd_shift
 from skimage.draw import line_aa
 
 from srunet.evaluation.consistency import bin_to_lr, consistency_map, degrade_to_lr
-from srunet.training import contract
+from srunet import contract
 
 FINE = 256  # fine-grid pixels per axis -> HR 128, LR 64
 MARGIN = 24  # keep the object off the border, so every blur sees the same (zero) surroundings

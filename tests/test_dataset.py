@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from srunet.model.geometry import lr_to_hr
+from srunet.geometry import lr_to_hr
+from srunet.tiff import find_pairs
 from srunet.training import dataset as ds
 
 
@@ -27,7 +28,7 @@ def write_pairs(root, count=3, lr_shape=(48, 40), seed=0):
 @pytest.fixture
 def pairs(tmp_path):
     root = write_pairs(tmp_path / "data")
-    return ds.find_pairs(root / "lr", root / "hr")
+    return find_pairs(root / "lr", root / "hr")
 
 
 def test_lr_to_hr_is_the_2x_mapping():
@@ -81,7 +82,7 @@ def test_foreground_sampling_prefers_signal(tmp_path):
     hr[:64, :64] = 1000.0  # signal only in one corner
     tifffile.imwrite(tmp_path / "hr" / "a.tif", hr)
     tifffile.imwrite(tmp_path / "lr" / "a.tif", box_sum(hr))
-    images = ds.load_images(ds.find_pairs(tmp_path / "lr", tmp_path / "hr"), (1, 99.8), (1, 99.8), 16)
+    images = ds.load_images(find_pairs(tmp_path / "lr", tmp_path / "hr"), (1, 99.8), (1, 99.8), 16)
     tiles = ds.TileDataset(images, 16, 400, seed=0, foreground_fraction=0.9)
     corner = np.mean([y < 32 and x < 32 for _, y, x, _ in map(tiles.spec, range(400))])
     assert corner > 0.6  # uniform sampling would give ~(32/113)^2 = 8 %
@@ -97,7 +98,7 @@ def test_split_is_by_image_and_seeded(pairs):
 def test_bad_pairs_raise_clear_errors(tmp_path):
     root = write_pairs(tmp_path / "d", count=2)
     tifffile.imwrite(root / "hr" / "img1.tif", np.ones((95, 80), np.float32) * 3)
-    pairs = ds.find_pairs(root / "lr", root / "hr")
+    pairs = find_pairs(root / "lr", root / "hr")
     with pytest.raises(ValueError, match=r"img1\.tif.*exactly 2x"):
         ds.ImagePair.load(pairs[1], (1, 99), (1, 99), 16)
 
@@ -113,6 +114,6 @@ def test_bad_pairs_raise_clear_errors(tmp_path):
 
     (root / "hr" / "img1.tif").unlink()
     with pytest.raises(ValueError, match=r"without HR: \['img1'\]"):
-        ds.find_pairs(root / "lr", root / "hr")
+        find_pairs(root / "lr", root / "hr")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        ds.find_pairs(root / "nope", root / "hr")
+        find_pairs(root / "nope", root / "hr")

@@ -7,7 +7,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from srunet.evaluation import frc
-from srunet.training import contract
+from srunet import contract
 
 PIXEL_NM = contract.HR_PIXEL_NM
 SIZE = 256

@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from srunet.model.package import build_package, tiling_geometry
-from srunet.model.predict import Predictor, _block_geometry, load_model, predict_image
+from srunet.geometry import smallest_block
+from srunet.model.predict import Predictor, load_model, package_blocks, predict_image
 
 FORMATS = ("pytorch_state_dict", "torchscript", "onnx")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +41,8 @@ def _image(shape=(150, 170), seed=3) -> np.ndarray:
 
 def _block_sizes(descr) -> list[int]:
     """Three block sizes; the smallest (min) keeps only one grid cell and is ~50x slower."""
-    g = _block_geometry(descr)["y"]
-    return [g["min"] + 3 * g["step"], g["min"] + 6 * g["step"], g["min"] + 13 * g["step"]]
+    g = package_blocks(descr)
+    return [g.min + 3 * g.step, g.min + 6 * g.step, g.min + 13 * g.step]
 
 
 def check_tiled_equals_whole(descr, weights_format: str, image: np.ndarray) -> np.ndarray:
@@ -108,16 +109,15 @@ def check_block_artifacts(rdf: Path, tmp_path: Path, shape=(204, 256)) -> float:
     """Run `bioimageio predict-block-artifacts` (core's own blocking, blocksize n=1: many small
     blocks) and return the seam score of its whole-minus-blockwise difference."""
     descr = load_model(rdf)
-    geometry = _block_geometry(descr)["y"]
-    shape = tuple(geometry["min"] + -(-(s - geometry["min"]) // geometry["step"]) * geometry["step"]
-                  for s in shape)  # numpy inputs must lie on the declared size grid
+    blocks = package_blocks(descr)
+    shape = tuple(smallest_block(s, blocks) for s in shape)  # numpy inputs must lie on the size grid
     np.save(tmp_path / "input.npy", _image(shape)[None, None])
     result = _bioimageio_cli("predict-block-artifacts", str(rdf), "--inputs", "input.npy",
                              "--outputs", "diff.npy", "--blockwise", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     diff = np.load(tmp_path / "diff.npy")[0, 0]
     assert diff.shape == (2 * shape[0], 2 * shape[1])
-    inner_out = 2 * (geometry["min"] + geometry["step"] - 2 * geometry["halo"])
+    inner_out = 2 * (blocks.min + blocks.step - 2 * blocks.halo)
     return jump_seam_score(diff, inner_out)
 
 
@@ -145,17 +145,17 @@ def test_bioimageio_cli_test_passes(tiny_package):
 
 def test_description_geometry(tiny_descr, tiny_checkpoint):
     """Scale encoding 4.0/2.0, halo from geometry, block grid = pooling grid, percentiles."""
-    from srunet.training.checkpoint import build_model, load_checkpoint
+    from srunet.model.checkpoint import build_model, load_checkpoint
 
     checkpoint = load_checkpoint(tiny_checkpoint)
-    geom = tiling_geometry(build_model(checkpoint))
+    blocks = tiling_geometry(build_model(checkpoint))
     in_axes = {str(a.id): a for a in tiny_descr.inputs[0].axes}
     for axis in tiny_descr.outputs[0].axes[2:]:
-        assert axis.halo == geom["output_halo"]
+        assert axis.halo == blocks.output_halo
         assert (axis.scale, in_axes[str(axis.id)].scale) == (2.0, 4.0)
         assert str(axis.size.axis_id) == str(axis.id)
         size = in_axes[str(axis.id)].size
-        assert size.step % geom["grid"] == 0 and size.min == geom["min"]
+        assert size.step % build_model(checkpoint).grid == 0 and size.min == blocks.min
         assert 2 * size.min - 2 * axis.halo >= 1
     kwargs = [p for p in tiny_descr.inputs[0].preprocessing if p.id == "scale_range"][0].kwargs
     assert [kwargs.min_percentile, kwargs.max_percentile] == checkpoint["normalization"]["lr_percentiles"]
@@ -171,7 +171,7 @@ def test_tiled_equals_whole_all_formats_odd_size(tiny_descr):
 @pytest.mark.slow
 def test_matches_eager_network_in_interior(tiny_descr, tiny_checkpoint):
     """Independent of core: eager SRUNet on a hand-normalised image, away from the border."""
-    from srunet.training.checkpoint import build_model, load_checkpoint
+    from srunet.model.checkpoint import build_model, load_checkpoint
 
     checkpoint = load_checkpoint(tiny_checkpoint)
     model = build_model(checkpoint)
@@ -180,7 +180,7 @@ def test_matches_eager_network_in_interior(tiny_descr, tiny_checkpoint):
     normalised = (image - low) / (high - low + 1e-6)  # core's scale_range (eps 1e-6)
     with torch.no_grad():
         eager = model(torch.from_numpy(normalised.astype(np.float32))[None, None])[0, 0].numpy()
-    border = 2 * tiling_geometry(model)["input_halo"]  # output px
+    border = tiling_geometry(model).output_halo
     core = predict_image(tiny_descr, image, block_lr=_block_sizes(tiny_descr)[1])
     inner = (slice(border, -border), slice(border, -border))
     error = np.abs(core[inner] - eager[inner]).max() / np.ptp(eager)
@@ -200,7 +200,7 @@ def seam_score(diff: np.ndarray, period: int) -> float:
 
 def test_seam_detector_has_power(tiny_checkpoint):
     """Naive halo-less tiling of the eager network is flagged; the detector is not vacuous."""
-    from srunet.training.checkpoint import build_model, load_checkpoint
+    from srunet.model.checkpoint import build_model, load_checkpoint
 
     model = build_model(load_checkpoint(tiny_checkpoint))
     image = torch.from_numpy(_image((128, 128)) / 1000.0)[None, None].float()
@@ -216,7 +216,7 @@ def test_no_block_seams(tiny_descr):
     """In the spirit of `bioimageio predict-block-artifacts`: tiled - whole shows no seams."""
     image = _image((160, 160))
     block = _block_sizes(tiny_descr)[1]
-    inner_out = 2 * (block - 2 * _block_geometry(tiny_descr)["y"]["halo"])
+    inner_out = 2 * (block - 2 * package_blocks(tiny_descr).halo)
     whole = predict_image(tiny_descr, image, tiled=False)
     tiled = predict_image(tiny_descr, image, block_lr=block)
     diff = tiled - whole
@@ -228,7 +228,7 @@ def test_no_block_seams(tiny_descr):
 
 def test_halo_covers_measured_receptive_field(tiny_descr, tiny_checkpoint):
     """Perturb one input pixel: outputs farther than the halo (or the radius) do not change."""
-    from srunet.training.checkpoint import build_model, load_checkpoint
+    from srunet.model.checkpoint import build_model, load_checkpoint
 
     model = build_model(load_checkpoint(tiny_checkpoint)).double()
     size, centre = 128, 64  # a multiple of the grid: the internal padding plays no part
@@ -239,13 +239,13 @@ def test_halo_covers_measured_receptive_field(tiny_descr, tiny_checkpoint):
         changed = (model(bumped) - model(image)).abs()[0, 0].numpy() > 1e-12
     ys, xs = np.nonzero(changed)
     reach = int(max(np.abs(ys // 2 - centre).max(), np.abs(xs // 2 - centre).max()))
-    declared = _block_geometry(tiny_descr)["y"]["halo"]
+    declared = package_blocks(tiny_descr).halo
     assert 0 < reach <= model.receptive_radius() <= declared, (reach, model.receptive_radius(), declared)
 
 
-def test_build_refuses_overwrite(tiny_checkpoint, tiny_package):
+def test_build_refuses_overwrite(tiny_checkpoint, tiny_package, make_pair):
     with pytest.raises(FileExistsError, match="overwrite"):
-        build_package(tiny_checkpoint, tiny_package.parent, run_test=False)
+        build_package(tiny_checkpoint, tiny_package.parent, run_test=False, sample=make_pair(1))
 
 
 def test_zip_and_folder_load(tiny_zip, tiny_package):
@@ -277,4 +277,4 @@ def test_export_release_layout(tiny_checkpoint, tmp_path, make_pair):
     assert "model/release/weights.onnx" in rdf.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "rdf.yaml"]  # no leftovers
     with pytest.raises(FileExistsError):
-        export_release(tiny_checkpoint, tmp_path, run_test=False)
+        export_release(tiny_checkpoint, tmp_path, run_test=False, sample=make_pair(2))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from srunet.model.predict import load_model, predict_files, read_image
+from srunet.model.predict import load_model, predict_files
+from srunet.tiff import read_image
 
 
 def _raw(shape=(70, 90), seed=0) -> np.ndarray:

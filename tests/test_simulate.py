@@ -11,7 +11,8 @@ import tifffile
 import scipy.ndimage
 import scipy.optimize
 
-from srunet.training import contract, optics, phantom
+from srunet import contract
+from srunet.training import optics, phantom
 from srunet.training.simulate import (add_hr_noise, add_lr_noise, sample_params, simulate_dataset,
                                       simulate_pair)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from srunet.training.checkpoint import build_model, load_checkpoint
+from srunet.model.checkpoint import build_model, load_checkpoint
 from srunet.training.config import flatten, load_config
 from srunet.training.train import train
 

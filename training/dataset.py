@@ -7,70 +7,16 @@ the tiles do not depend on worker count or on where a resumed run starts.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 
-from srunet.model.geometry import lr_to_hr
+from srunet.geometry import dihedral, lr_to_hr
+from srunet.tiff import PairFiles, open_image
 
-TIFF_SUFFIXES = (".tif", ".tiff")
 _STATS_PIXELS = 1_000_000  # pixels read to estimate an image's percentiles
-
-
-@dataclass(frozen=True)
-class PairFiles:
-    name: str
-    lr: Path
-    hr: Path
-
-
-def find_pairs(lr_dir: Path, hr_dir: Path) -> list[PairFiles]:
-    """Pair ``lr_dir/NAME.tif`` with ``hr_dir/NAME.tif`` by name (manifest order if present)."""
-    lr_dir, hr_dir = Path(lr_dir), Path(hr_dir)
-    for folder in (lr_dir, hr_dir):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"data folder {folder} does not exist")
-
-    def stems(folder: Path) -> dict[str, Path]:
-        return {p.name.split(".")[0]: p for p in sorted(folder.iterdir())
-                if p.suffix.lower() in TIFF_SUFFIXES}
-
-    lr_files, hr_files = stems(lr_dir), stems(hr_dir)
-    missing_hr = sorted(set(lr_files) - set(hr_files))
-    missing_lr = sorted(set(hr_files) - set(lr_files))
-    if missing_hr or missing_lr:
-        raise ValueError(
-            f"unpaired images: in {lr_dir} without HR: {missing_hr[:5]}; in {hr_dir} without LR: "
-            f"{missing_lr[:5]}. LR and HR files must share their names"
-        )
-    if not lr_files:
-        raise ValueError(f"no .tif/.tiff images in {lr_dir}")
-    names = sorted(lr_files)
-    manifest = lr_dir.parent / "manifest.json"
-    if manifest.is_file():  # keep the simulator's order, so splits are stable across machines
-        listed = [item["name"] for item in json.loads(manifest.read_text()).get("pairs", [])]
-        if sorted(listed) == names:
-            names = listed
-    return [PairFiles(n, lr_files[n], hr_files[n]) for n in names]
-
-
-def open_image(path: Path) -> np.ndarray:
-    """Memory-map a TIFF if possible (else read it), squeezed to 2-D (y, x)."""
-    try:
-        image = tifffile.memmap(path, mode="r")
-    except Exception:  # compressed or tiled TIFF: cannot be mapped
-        try:
-            image = tifffile.imread(path)
-        except Exception as error:
-            raise ValueError(f"cannot read {path} as TIFF: {error}") from error
-    image = np.squeeze(image)
-    if image.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D image (y, x), got shape {image.shape}")
-    return image
 
 
 def robust_percentiles(image: np.ndarray, percentiles) -> tuple[float, float]:
@@ -151,14 +97,6 @@ def _foreground_corners(lr: np.ndarray, tile: int, lr_range) -> np.ndarray:
         return corners
     keep = means.ravel() > threshold_otsu(means)
     return corners[keep] if keep.any() else corners
-
-
-def dihedral(image: np.ndarray, transform: int) -> np.ndarray:
-    """One of the 8 rotations/flips (0 = identity); they commute with the 2x pixel mapping."""
-    if not 0 <= transform < 8:
-        raise ValueError(f"transform must be in 0..7, got {transform}")
-    out = np.rot90(image, k=transform % 4)
-    return np.ascontiguousarray(out[:, ::-1] if transform >= 4 else out)
 
 
 def split_by_image(pairs: list[PairFiles], val_fraction: float, seed: int):

@@ -5,7 +5,7 @@ Conventions
 * Images on the fine grid (``contract.FINE_PIXEL_NM``) are float64; pixel (i, j) covers the
   square [i, i+1) x [j, j+1) in fine-pixel units, so box-summing 2x2 fine pixels gives HR pixel
   (i, j) and 4x4 gives LR pixel (i, j): LR pixel (i, j) covers HR pixels (2i..2i+1, 2j..2j+1),
-  the convention of ``srunet.model.geometry``.
+  the convention of ``srunet.geometry``.
 * PSFs are described by a small dict (see :func:`psf_spec`) and applied through their *analytic*
   OTF sampled on the ``rfft2`` frequency grid. Blurring is then one multiplication of the object
   spectrum, the PSF never has to be rasterised, and the same spectrum serves both modalities.
@@ -25,7 +25,7 @@ import scipy.ndimage
 import scipy.optimize
 import scipy.special
 
-from srunet.training import contract
+from srunet import contract
 
 # Airy-like side lobe: the first ring of an Airy pattern peaks at ~0.82 lambda/NA while its FWHM
 # is ~0.51 lambda/NA, hence radius = 1.6 FWHM; the ring's radial width is a fraction of the FWHM.

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from srunet.training import contract
+from srunet import contract
 from srunet.training.drawing import Canvas, box_around, gaussian_blob, smooth_noise
 
 PX_PER_UM = 1000.0 / contract.FINE_PIXEL_NM

@@ -11,7 +11,7 @@ Units and conventions
 * ``lr``: sCMOS ADU, uint16, offset ``contract.OFFSET_ADU`` included. ``lr_clean`` is its
   expectation (float32 ADU, offset included): QE x gain x photons + offset.
 * ``hr``: photon counts, uint16. ``hr_clean`` is its expectation (float32 photons).
-* LR pixel (i, j) covers HR pixels (2i..2i+1, 2j..2j+1) (``srunet.model.geometry``), except for
+* LR pixel (i, j) covers HR pixels (2i..2i+1, 2j..2j+1) (``srunet.geometry``), except for
   the drawn misregistration ``params["shift_lr_px"] = (dy, dx)``: LR content sits at +shift LR
   pixels relative to the HR image (so ``lr(y) ~ box2(hr)(y - dy)``).
 * Seeds: pair ``k`` of a dataset with master seed ``s`` is ``simulate_pair(s + k)``; the seed's
@@ -37,11 +37,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from tqdm.auto import tqdm
 
 from srunet.files import swap_into_place
-from srunet.training import contract, optics, phantom
+from srunet import contract
+from srunet.tiff import write_ome_tiff
+from srunet.training import optics, phantom
 
 SIMULATOR_VERSION = "1.0"
 MARGIN_FINE_PX = 64  # fine px rendered around the field: absorbs PSF-tail wrap and the shift
@@ -217,11 +218,8 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _write_tiff(path: Path, image: np.ndarray, pixel_nm: float) -> None:
-    size_um = pixel_nm / 1000.0
-    tifffile.imwrite(path, image, ome=True,  # uncompressed: dataset.py memory-maps it
-                     metadata={"axes": "YX", "PhysicalSizeX": size_um, "PhysicalSizeXUnit": "µm",
-                               "PhysicalSizeY": size_um, "PhysicalSizeYUnit": "µm"})
+def _write_image(path: Path, image: np.ndarray, pixel_nm: float) -> None:
+    write_ome_tiff(path, image, pixel_nm / 1000.0)  # uncompressed: the dataset memory-maps it
 
 
 def _simulate_to(folder: str, seed: int, hr_size: int | None, repeats: bool = False) -> dict:
@@ -230,12 +228,12 @@ def _simulate_to(folder: str, seed: int, hr_size: int | None, repeats: bool = Fa
     name = f"s{seed:06d}"
     entry = {"name": name, "lr": f"lr/{name}.tif", "hr": f"hr/{name}.tif", "seed": seed,
              "params": pair["params"]}
-    _write_tiff(Path(folder) / entry["lr"], pair["lr"], contract.LR_PIXEL_NM)
-    _write_tiff(Path(folder) / entry["hr"], pair["hr"], contract.HR_PIXEL_NM)
+    _write_image(Path(folder) / entry["lr"], pair["lr"], contract.LR_PIXEL_NM)
+    _write_image(Path(folder) / entry["hr"], pair["hr"], contract.HR_PIXEL_NM)
     if repeats:  # a second, independent noise realisation of the same field (two-image FRC)
         entry["lr_repeat"], entry["hr_repeat"] = f"lr_repeat/{name}.tif", f"hr_repeat/{name}.tif"
-        _write_tiff(Path(folder) / entry["lr_repeat"], pair["lr_repeats"][1], contract.LR_PIXEL_NM)
-        _write_tiff(Path(folder) / entry["hr_repeat"], pair["hr_repeats"][1], contract.HR_PIXEL_NM)
+        _write_image(Path(folder) / entry["lr_repeat"], pair["lr_repeats"][1], contract.LR_PIXEL_NM)
+        _write_image(Path(folder) / entry["hr_repeat"], pair["hr_repeats"][1], contract.HR_PIXEL_NM)
     return entry
 
 

@@ -14,12 +14,8 @@ import time
 from pathlib import Path
 
 from srunet.files import file_sha256
+from srunet.store import default_tracking_uri, experiment_id
 from srunet.training.config import Config, flatten
-
-
-def default_tracking_uri(out_dir: Path) -> str:
-    """``sqlite:///<absolute out_dir>/mlflow.db``: no server needed."""
-    return f"sqlite:///{(Path(out_dir).resolve() / 'mlflow.db').as_posix()}"
 
 
 def git_commit() -> str:
@@ -46,16 +42,8 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         if run_id is None:
-            experiment = self.client.get_experiment_by_name(config.tracking.experiment)
-            if experiment is None:
-                location = None
-                if self.uri.startswith("sqlite:"):  # keep artifacts next to the embedded store
-                    location = (Path(out_dir).resolve() / "mlartifacts").as_uri()
-                experiment_id = self.client.create_experiment(config.tracking.experiment,
-                                                              artifact_location=location)
-            else:
-                experiment_id = experiment.experiment_id
-            run = self.client.create_run(experiment_id, run_name=config.tracking.run_name)
+            experiment = experiment_id(self.client, config.tracking.experiment, self.uri)
+            run = self.client.create_run(experiment, run_name=config.tracking.run_name)
             self.run_id = run.info.run_id
             params = flatten(config)
             from mlflow.entities import Param

@@ -20,10 +20,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from srunet.files import file_sha256
+from srunet.model.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from srunet.model.unet import SRUNet
+from srunet.tiff import find_pairs
 from srunet.training import dataset as ds
-from srunet.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from srunet.training.config import Config, ModelConfig
+from srunet.training.config import Config, ModelConfig, flatten
+from srunet.training.tracking import Tracker
 from srunet.training.validate import final_report, save_preview, validate
 
 # Config sections that may change when resuming (how long to train, where to log).
@@ -95,8 +98,6 @@ def _set_rng_state(state: dict) -> None:
 
 def _check_resume(config: Config, saved: dict, path: Path) -> str:
     """Refuse a resume whose config differs beyond RESUMABLE_CHANGES; describe what changed."""
-    from srunet.training.config import flatten
-
     now, before = flatten(config), flatten(Config.model_validate(saved))
     changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
     forbidden = [k for k in changed if k not in RESUMABLE_CHANGES]
@@ -134,194 +135,241 @@ def _initial_weights(config: Config, model: SRUNet, device: torch.device) -> Non
                          f"{error}") from error
 
 
-def train(config: Config, resume: Path | None = None) -> TrainResult:
-    """Train a model as configured; returns where the run and its checkpoints are."""
-    rank, world = _distributed()
-    device = _device(config, rank)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    out_dir = Path(config.out_dir).resolve()
-    ckpt_dir = out_dir / "checkpoints"
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+class Trainer:
+    """One training run, read top to bottom: set-up, the step loop, the end of each epoch,
+    checkpoints, and the end of the run.
 
-    pairs = ds.find_pairs(*config.data.folders())
-    train_pairs, val_pairs = ds.split_by_image(pairs, config.data.val_fraction, config.seed)
-    tile = config.data.tile_size
-    train_images = ds.load_images(train_pairs, config.data.lr_percentiles, config.data.hr_percentiles, tile)
-    val_images = ds.load_images(val_pairs[:config.data.max_val_images], config.data.lr_percentiles,
-                                config.data.hr_percentiles, tile)
-    dataset = ds.TileDataset(train_images, tile, config.data.tiles_per_epoch, config.seed,
-                             config.data.foreground_fraction)
-    steps_per_epoch = len(dataset) // (config.train.batch_size * world)
-    if steps_per_epoch < 1:
-        raise ValueError(f"data.tiles_per_epoch={len(dataset)} is smaller than one batch "
-                         f"({config.train.batch_size} x {world} processes); raise it")
-    total_steps = config.train.epochs * steps_per_epoch
-    if config.train.max_steps:
-        total_steps = min(total_steps, config.train.max_steps)
+    ``state`` holds everything a resumed run needs besides the optimiser, scheduler and RNG
+    states: step, best validation PSNR, epochs without improvement, the running epoch loss,
+    the MLflow run id and the last metrics.
+    """
 
-    model = SRUNet(**config.model.model_dump()).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
-                                  weight_decay=config.train.weight_decay)
-    # The schedule spans the configured epochs, not max_steps, so a run cut short by max_steps
-    # and resumed follows the same learning-rate curve as an uninterrupted one.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(config.train.warmup_steps, config.train.epochs * steps_per_epoch))
-    state = {"step": 0, "best_psnr": -math.inf, "bad_epochs": 0, "epoch_loss": 0.0,
-             "epoch_batches": 0, "run_id": None, "metrics": {}}
-    if config.train.init_from is not None and resume is None:
-        _initial_weights(config, model, device)
-    if resume is not None:
-        saved = load_checkpoint(resume, map_location=device)
+    def __init__(self, config: Config, resume: Path | None = None):
+        self.config, self.resume = config, resume
+        self.rank, self.world = _distributed()
+        self.device = _device(config, self.rank)
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        self.out_dir = Path(config.out_dir).resolve()
+        ckpt_dir = self.out_dir / "checkpoints"
+        self.best_path, self.last_path = ckpt_dir / "best.pt", ckpt_dir / "last.pt"
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        torch.use_deterministic_algorithms(self.device.type == "cpu", warn_only=True)
+        self._load_data()
+        self._build_model()
+        self.state = {"step": 0, "best_psnr": -math.inf, "bad_epochs": 0, "epoch_loss": 0.0,
+                      "epoch_batches": 0, "run_id": None, "metrics": {}}
+        resume_note = self._restore() if resume is not None else None
+        self.tracker = self._start_tracking(resume_note) if self.rank == 0 else None
+        self.amp = config.train.amp and self.device.type == "cuda"
+
+    def _load_data(self) -> None:
+        data = self.config.data
+        self.pairs = find_pairs(*data.folders())
+        self.train_pairs, self.val_pairs = ds.split_by_image(self.pairs, data.val_fraction,
+                                                             self.config.seed)
+        tile = data.tile_size
+        train_images = ds.load_images(self.train_pairs, data.lr_percentiles, data.hr_percentiles, tile)
+        self.val_images = ds.load_images(self.val_pairs[:data.max_val_images], data.lr_percentiles,
+                                         data.hr_percentiles, tile)
+        self.dataset = ds.TileDataset(train_images, tile, data.tiles_per_epoch, self.config.seed,
+                                      data.foreground_fraction)
+        batch = self.config.train.batch_size
+        self.steps_per_epoch = len(self.dataset) // (batch * self.world)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"data.tiles_per_epoch={len(self.dataset)} is smaller than one batch "
+                             f"({batch} x {self.world} processes); raise it")
+        self.total_steps = self.config.train.epochs * self.steps_per_epoch
+        if self.config.train.max_steps:
+            self.total_steps = min(self.total_steps, self.config.train.max_steps)
+
+    def _build_model(self) -> None:
+        train = self.config.train
+        self.model = SRUNet(**self.config.model.model_dump()).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.learning_rate,
+                                           weight_decay=train.weight_decay)
+        # The schedule spans the configured epochs, not max_steps, so a run cut short by
+        # max_steps and resumed follows the same learning-rate curve as an uninterrupted one.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(train.warmup_steps, train.epochs * self.steps_per_epoch))
+        if train.init_from is not None and self.resume is None:
+            _initial_weights(self.config, self.model, self.device)
+        self.wrapped = self.model
+        if self.world > 1:
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _restore(self) -> str:
+        """Load the resumed checkpoint's weights and training state; describe config changes."""
+        saved = load_checkpoint(self.resume, map_location=self.device)
         if "optimizer" not in saved:
-            raise ValueError(f"{resume} holds weights only (no training state); cannot resume it")
-        resume_note = _check_resume(config, saved["config"], Path(resume))
-        model.load_state_dict(saved["model_state"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+            raise ValueError(f"{self.resume} holds weights only (no training state); cannot resume it")
+        note = _check_resume(self.config, saved["config"], Path(self.resume))
+        self.model.load_state_dict(saved["model_state"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
         _set_rng_state(saved["rng"])
-        state.update(saved["state"])
+        self.state.update(saved["state"])
+        return note
 
-    wrapped = model
-    if world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    def _start_tracking(self, resume_note: str | None) -> Tracker:
+        tracker = Tracker(self.config, self.out_dir, run_id=self.state["run_id"])
+        self.state["run_id"] = tracker.run_id
+        if resume_note is not None:  # the run's params are the original config: record changes
+            tracker.client.set_tag(tracker.run_id, f"resumed_at_step_{self.state['step']}",
+                                   resume_note)
+            return tracker
+        tracker.log_data_digests([p.lr for p in self.pairs] + [p.hr for p in self.pairs])
+        tracker.log_json({"train": [p.name for p in self.train_pairs],
+                          "validation": [p.name for p in self.val_pairs]}, "split.json")
+        if self.config.train.init_from is not None:  # which weights a fine-tune started from
+            tracker.client.set_tag(tracker.run_id, "init_from_sha256",
+                                   file_sha256(self.config.train.init_from))
+        return tracker
 
-    tracker = None
-    if rank == 0:
-        from srunet.training.tracking import Tracker
+    # ------------------------------------------------------------------------- the step loop
+    def run(self) -> TrainResult:
+        """Train to the configured end (or early stop), then log the best checkpoint's report."""
+        self.model.train()
+        status = "FAILED"
+        try:
+            self.progress = tqdm(total=self.total_steps, initial=self.state["step"],
+                                 disable=self.rank != 0, desc="training", unit="step")
+            stop = self.state["step"] >= self.total_steps
+            while not stop:
+                stop = self._epoch()
+            self.progress.close()
+            status = "FINISHED"
+        finally:
+            if self.tracker is not None:
+                self._finish(status)
+        result = TrainResult(self.tracker.uri if self.tracker else "", self.state["run_id"] or "",
+                             self.best_path, self.last_path, self.state["metrics"])
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+        return result
 
-        tracker = Tracker(config, out_dir, run_id=state["run_id"])
-        state["run_id"] = tracker.run_id
-        if resume is not None:  # the run's params are the original config: record the changes
-            tracker.client.set_tag(tracker.run_id, f"resumed_at_step_{state['step']}", resume_note)
-        if resume is None:
-            tracker.log_data_digests([p.lr for p in pairs] + [p.hr for p in pairs])
-            tracker.log_json({"train": [p.name for p in train_pairs],
-                              "validation": [p.name for p in val_pairs]}, "split.json")
-            if config.train.init_from is not None:  # which weights a fine-tune started from
-                from srunet.files import file_sha256
+    def _epoch(self) -> bool:
+        """Train the rest of the current epoch (or up to the last step); True to stop."""
+        epoch, offset = divmod(self.state["step"], self.steps_per_epoch)
+        for lr_tiles, hr_tiles in self._loader(epoch, offset):
+            self._step(lr_tiles.to(self.device), hr_tiles.to(self.device), epoch)
+            if self.state["step"] >= self.total_steps:
+                break
+        epoch_done = self.state["step"] % self.steps_per_epoch == 0
+        stop = self.state["step"] >= self.total_steps
+        if self.rank == 0 and (epoch_done or stop):
+            stop = self._end_of_epoch(epoch + 1, complete=epoch_done) or stop
+        if self.world > 1:  # every rank follows rank 0's early-stopping decision
+            flag = torch.tensor([int(stop)], device=self.device)
+            torch.distributed.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
 
-                tracker.client.set_tag(tracker.run_id, "init_from_sha256",
-                                       file_sha256(config.train.init_from))
+    def _loader(self, epoch: int, offset: int) -> torch.utils.data.DataLoader:
+        """This rank's batches of ``epoch``, from the step where a resumed run left off."""
+        self.dataset.set_epoch(epoch)
+        batch = self.config.train.batch_size
+        per_rank = self.steps_per_epoch * batch
+        indices = range(self.rank * per_rank + offset * batch, (self.rank + 1) * per_rank)
+        return torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.dataset, list(indices)), batch_size=batch,
+            shuffle=False, drop_last=True, num_workers=self.config.train.num_workers,
+            pin_memory=self.device.type == "cuda")
 
-    amp = config.train.amp and device.type == "cuda"
-    best_path, last_path = ckpt_dir / "best.pt", ckpt_dir / "last.pt"
+    def _loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        train = self.config.train
+        # L1 is robust to outliers in the targets (a median-like estimator); MSE estimates
+        # the mean of the noisy targets, the quantity PSNR rewards.
+        if train.loss == "mse":
+            return F.mse_loss(prediction, target)
+        loss = F.l1_loss(prediction, target)
+        if train.loss == "l1+ssim":
+            loss = (1 - train.ssim_weight) * loss + train.ssim_weight * ssim_loss(prediction, target)
+        return loss
 
-    def checkpoint(improved: bool) -> None:
-        payload = {
-            "model_kwargs": config.model.model_dump(), "model_state": model.state_dict(),
-            "normalization": {"lr_percentiles": list(config.data.lr_percentiles),
-                              "hr_percentiles": list(config.data.hr_percentiles)},
-            "config": config.model_dump(mode="json"), "epoch": state["step"] // steps_per_epoch,
-            "step": state["step"], "metrics": state["metrics"], "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": _rng_state(), "state": dict(state),
-        }
-        save_checkpoint(last_path, payload)
-        if improved:
-            shutil.copyfile(last_path, best_path)
+    def _step(self, lr_tiles: torch.Tensor, hr_tiles: torch.Tensor, epoch: int) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            prediction = self.wrapped(lr_tiles)
+        loss = self._loss(prediction.float(), hr_tiles)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state["step"] += 1
+        loss_value = loss.item()
+        self.state["epoch_loss"] += loss_value
+        self.state["epoch_batches"] += 1
+        self.progress.update(1)
+        self.progress.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch + 1)
 
-    def end_of_epoch(epoch: int, complete: bool) -> bool:
+    # ----------------------------------------------------------- validation and checkpoints
+    def _end_of_epoch(self, epoch: int, complete: bool) -> bool:
         """Validate, log, checkpoint; True when early stopping says stop.
 
         A run stopped mid-epoch (max_steps) is validated and saved too, but leaves the
         epoch's loss sum and the early-stopping state as they were, so a resumed run
         continues exactly like an uninterrupted one.
         """
-        metrics, panels = validate(model, val_images, device)
+        state = self.state
+        metrics, panels = validate(self.model, self.val_images, self.device)
         metrics["train_loss"] = state["epoch_loss"] / max(1, state["epoch_batches"])
-        metrics["learning_rate"] = scheduler.get_last_lr()[0]
+        metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
         if complete:
             state["epoch_loss"], state["epoch_batches"] = 0.0, 0
             improved = metrics["val_psnr"] > state["best_psnr"]
             state["best_psnr"] = max(state["best_psnr"], metrics["val_psnr"])
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
         state["metrics"] = metrics
-        checkpoint(improved=complete and state["bad_epochs"] == 0)
-        if not best_path.exists():  # a run shorter than one epoch still leaves a best.pt
-            shutil.copyfile(last_path, best_path)
-        tracker.log_metrics(metrics, step=state["step"])
-        tracker.flush()
-        if epoch % config.train.preview_every == 0 or epoch == 1:
+        self._save(improved=complete and state["bad_epochs"] == 0)
+        if not self.best_path.exists():  # a run shorter than one epoch still leaves a best.pt
+            shutil.copyfile(self.last_path, self.best_path)
+        self.tracker.log_metrics(metrics, step=state["step"])
+        self.tracker.flush()
+        if epoch % self.config.train.preview_every == 0 or epoch == 1:
             with tempfile.TemporaryDirectory() as tmp:
                 png = save_preview(panels[0], Path(tmp) / f"epoch_{epoch:04d}.png",
                                    f"epoch {epoch}: PSNR {metrics['val_psnr']:.2f} dB "
                                    f"(bicubic {metrics['val_bicubic_psnr']:.2f} dB)")
-                tracker.log_artifact(png, "previews")
-        return state["bad_epochs"] >= config.train.patience
+                self.tracker.log_artifact(png, "previews")
+        return state["bad_epochs"] >= self.config.train.patience
 
-    model.train()
-    status = "FAILED"
-    try:
-        progress = tqdm(total=total_steps, initial=state["step"], disable=rank != 0,
-                        desc="training", unit="step")
-        stop = state["step"] >= total_steps
-        while not stop:
-            epoch, offset = divmod(state["step"], steps_per_epoch)
-            dataset.set_epoch(epoch)
-            # This rank's batches of this epoch, from the step where a resumed run left off.
-            per_rank = steps_per_epoch * config.train.batch_size
-            indices = range(rank * per_rank + offset * config.train.batch_size, (rank + 1) * per_rank)
-            loader = torch.utils.data.DataLoader(
-                torch.utils.data.Subset(dataset, list(indices)), batch_size=config.train.batch_size,
-                shuffle=False, drop_last=True, num_workers=config.train.num_workers,
-                pin_memory=device.type == "cuda")
-            for lr_tiles, hr_tiles in loader:
-                lr_tiles, hr_tiles = lr_tiles.to(device), hr_tiles.to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    prediction = wrapped(lr_tiles)
-                prediction = prediction.float()
-                # L1 is robust to outliers in the targets (a median-like estimator); MSE
-                # estimates the mean of the noisy targets, the quantity PSNR rewards.
-                if config.train.loss == "mse":
-                    loss = F.mse_loss(prediction, hr_tiles)
-                else:
-                    loss = F.l1_loss(prediction, hr_tiles)
-                if config.train.loss == "l1+ssim":
-                    loss = (1 - config.train.ssim_weight) * loss + config.train.ssim_weight * ssim_loss(prediction, hr_tiles)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                state["step"] += 1
-                loss_value = loss.item()
-                state["epoch_loss"] += loss_value
-                state["epoch_batches"] += 1
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch + 1)
-                if state["step"] >= total_steps:
-                    break
-            epoch_done = state["step"] % steps_per_epoch == 0
-            stop = state["step"] >= total_steps
-            if rank == 0:
-                if epoch_done or stop:
-                    stop = end_of_epoch(epoch + 1, complete=epoch_done) or stop
-            if world > 1:  # every rank follows rank 0's early-stopping decision
-                flag = torch.tensor([int(stop)], device=device)
-                torch.distributed.broadcast(flag, 0)
-                stop = bool(flag.item())
-        progress.close()
-        status = "FINISHED"
-    finally:
-        if tracker is not None:
-            try:
-                if status == "FINISHED" and best_path.exists():
-                    tracker.log_artifact(best_path, "checkpoints")
-                    # The QC report of the best weights on the validation images lands in the run.
-                    best = load_checkpoint(best_path, map_location=device)
-                    model.load_state_dict(best["model_state"])
-                    with tempfile.TemporaryDirectory() as tmp:
-                        report = final_report(model, val_images, config.data.lr_percentiles,
-                                              device, Path(tmp) / "validation_report")
-                        tracker.client.log_artifacts(tracker.run_id, str(report),
-                                                     "validation_report")
-            finally:
-                tracker.end(status)
-    result = TrainResult(tracker.uri if tracker else "", state["run_id"] or "", best_path,
-                         last_path, state["metrics"])
-    if world > 1:
-        torch.distributed.destroy_process_group()
-    return result
+    def _save(self, improved: bool) -> None:
+        """Write ``last.pt`` (weights, config, optimiser, scheduler, RNG, state); copy to
+        ``best.pt`` when validation improved."""
+        config = self.config
+        save_checkpoint(self.last_path, {
+            "model_kwargs": config.model.model_dump(), "model_state": self.model.state_dict(),
+            "normalization": {"lr_percentiles": list(config.data.lr_percentiles),
+                              "hr_percentiles": list(config.data.hr_percentiles)},
+            "config": config.model_dump(mode="json"),
+            "epoch": self.state["step"] // self.steps_per_epoch, "step": self.state["step"],
+            "metrics": self.state["metrics"], "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": _rng_state(),
+            "state": dict(self.state)})
+        if improved:
+            shutil.copyfile(self.last_path, self.best_path)
+
+    def _finish(self, status: str) -> None:
+        """Log the best checkpoint and its QC report on the validation images; end the run."""
+        tracker = self.tracker
+        try:
+            if status == "FINISHED" and self.best_path.exists():
+                tracker.log_artifact(self.best_path, "checkpoints")
+                best = load_checkpoint(self.best_path, map_location=self.device)
+                self.model.load_state_dict(best["model_state"])
+                with tempfile.TemporaryDirectory() as tmp:
+                    report = final_report(self.model, self.val_images,
+                                          self.config.data.lr_percentiles, self.device,
+                                          Path(tmp) / "validation_report")
+                    tracker.client.log_artifacts(tracker.run_id, str(report), "validation_report")
+        finally:
+            tracker.end(status)
+
+
+def train(config: Config, resume: Path | None = None) -> TrainResult:
+    """Train a model as configured (resuming ``resume`` exactly if given); returns where the
+    run and its checkpoints are."""
+    return Trainer(config, resume).run()

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from srunet.evaluation.figures import side_by_side
 from srunet.evaluation.metrics import all_metrics, upsample_bicubic
-from srunet.training.dataset import ImagePair, normalize
+from srunet.evaluation.report import evaluate_arrays
+from srunet.training.dataset import ImagePair, normalize, robust_percentiles
 
 MAX_VAL_EDGE = 384  # LR pixels; larger validation images are centre-cropped to bound the cost
 
@@ -52,8 +54,6 @@ def validate(model, images: list[ImagePair], device) -> tuple[dict[str, float], 
 
 def save_preview(panel, path: Path, title: str = "") -> Path:
     """PNG panel LR | bicubic | SR | HR of one validation image."""
-    from srunet.evaluation.figures import side_by_side
-
     names = ("LR (confocal)", "bicubic 2x", "SR (srunet)", "HR (ISM)")
     return side_by_side(path, list(zip(names, panel)), title=title)
 
@@ -61,12 +61,10 @@ def save_preview(panel, path: Path, title: str = "") -> Path:
 def final_report(model, images: list[ImagePair], lr_percentiles, device, out_dir: Path) -> Path:
     """The evaluation report (metrics vs bicubic, FRC, consistency, TTA uncertainty and its
     calibration) of ``model`` on the validation images; returns the report folder."""
-    from srunet.evaluation.report import validation_report
-    from srunet.training.dataset import robust_percentiles
-
     def predict(lr: np.ndarray) -> np.ndarray:
         # same per-image percentile normalisation as the package's scale_range preprocessing
         return predict_array(model, normalize(lr, *robust_percentiles(lr, lr_percentiles)), device)
 
     pairs = [(image.files.name, *validation_arrays(image)) for image in images]
-    return validation_report(pairs, predict, out_dir, tta=True).parent
+    return evaluate_arrays(pairs, predict, out_dir, overwrite=True, tta=True,
+                           model_name="end-of-training validation").parent

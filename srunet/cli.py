@@ -13,7 +13,7 @@ from pathlib import Path
 
 def default_model() -> Path:
     """The package at the repository root (``rdf.yaml``), the default for predict/evaluate."""
-    return Path(__file__).resolve().parent.parent / "rdf.yaml"
+    return Path(__file__).resolve().parent.parent / "rdf.yaml"  # srunet/ sits at the root
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -39,15 +39,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _package(args: argparse.Namespace) -> int:
-    from srunet.model.package import build_package, export_release
-
     if (args.out is None) == (not args.release):
         raise ValueError("give exactly one of --out DIR_OR_ZIP or --release")
+    from srunet.model.checkpoint import build_model, load_checkpoint
+    from srunet.model.package import (SAMPLE_SEED, build_package, export_release, sample_lr_size,
+                                      tiling_geometry)
+    from srunet.training.simulate import simulate_pair
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    # The package's test/sample tensors, cover and card metrics come from one simulated pair.
+    size = sample_lr_size(tiling_geometry(build_model(checkpoint)))
+    sample = simulate_pair(seed=SAMPLE_SEED, hr_size=2 * size)
     if args.release:
-        path = export_release(args.checkpoint, default_model().parent, overwrite=args.overwrite,
-                              run_test=not args.no_test)
+        path = export_release(checkpoint, default_model().parent, sample=sample,
+                              overwrite=args.overwrite, run_test=not args.no_test)
     else:
-        path = build_package(args.checkpoint, args.out, overwrite=args.overwrite,
+        path = build_package(checkpoint, args.out, sample=sample, overwrite=args.overwrite,
                              run_test=not args.no_test)
     print(f"package written {'(not tested)' if args.no_test else 'and validated'}: {path}")
     return 0
@@ -65,9 +72,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from srunet.evaluation.report import evaluate
+    from srunet.model.predict import evaluate_package
 
-    summary = evaluate(args.model or default_model(), lr_dir=args.lr, hr_dir=args.hr,
+    summary = evaluate_package(args.model or default_model(), lr_dir=args.lr, hr_dir=args.hr,
                        out_dir=args.out, tracking_uri=args.tracking_uri, overwrite=args.overwrite,
                        lr_repeat_dir=args.lr_repeat, hr_repeat_dir=args.hr_repeat)
     print(f"report: {summary}")
