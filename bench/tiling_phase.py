@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from srunet.model.unet import SRUNet
-from srunet.training.dataset import normalize, robust_percentiles
+from srunet.normalization import normalize, robust_percentiles
 from srunet.training.simulate import simulate_pair
 
 

@@ -40,59 +40,122 @@ def side_by_side(path, panels, *, title: str = "", panel_inches: float = 4.0) ->
     return path
 
 
+def _nice_bar_um(width_um: float) -> float:
+    """A round scale-bar length of about a fifth of the field width."""
+    for length in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100):
+        if length >= width_um / 6:
+            return float(length)
+    return 200.0
+
+
+def _image_panel(fig, cell, image, *, title, pixel_nm, cmap="gray", limits=None, unit=None):
+    """One image with a scale bar in µm (and a colour bar labelled ``unit`` when given)."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    ax = fig.add_subplot(cell)
+    low, high = limits if limits is not None else _display_range(image)
+    shown = ax.imshow(image, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    length_um = _nice_bar_um(image.shape[1] * pixel_nm / 1000.0)
+    ax.add_artist(AnchoredSizeBar(ax.transData, length_um * 1000.0 / pixel_nm,
+                                  f"{length_um:g} µm", "lower right", pad=0.3, color="white",
+                                  frameon=False, size_vertical=max(1.0, image.shape[0] / 120),
+                                  fontproperties={"size": 8}))
+    if unit is not None:
+        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        bar.set_label(unit, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    return ax
+
+
+def spread_label(ratio: float | None) -> str:
+    """Colour-bar label of the TTA spread: relative, with the measured under-estimate."""
+    if ratio is None or not np.isfinite(ratio):
+        return "relative spread (not calibrated, see report)"
+    return (f"relative spread (not calibrated: underestimates\nerror ~{ratio:.0f}-fold, "
+            "see report)")
+
+
 def pair_figure(path, *, lr, bicubic, sr, hr, error, consistency, frc_curves: dict,
-                title: str, std=None) -> Path:
-    """One PNG per image. Top: LR | bicubic | SR | HR | |error|; bottom: consistency map,
-    FRC curves (and the TTA std map when given).
+                title: str, std=None, std_ratio: float | None = None,
+                lr_pixel_nm: float = contract.LR_PIXEL_NM,
+                hr_pixel_nm: float = contract.HR_PIXEL_NM) -> Path:
+    """One PNG per image: top LR | bicubic | SR | HR, bottom |error| | consistency | (TTA
+    spread) | FRC, every image with a µm scale bar and colour bars with units, and a legend.
 
     ``bicubic`` and ``sr`` should already be fitted (gain/offset) to ``hr`` so that the three HR
-    panels share one display range, taken from the target.
+    panels share one display range (and colour bar), taken from the target. ``std`` is shown as
+    a relative map; ``std_ratio`` is the measured error/spread ratio quoted on its colour bar.
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(15, 6.4), dpi=90)
-    grid = fig.add_gridspec(2, 5, height_ratios=(1, 1))
+    fig = Figure(figsize=(13, 6.5), dpi=90, layout="constrained")
+    outer = fig.add_gridspec(2, 1)
+    # separate rows: the FRC plot's width must not stretch the columns of the image row
+    top, bottom = outer[0].subgridspec(1, 4), outer[1].subgridspec(1, 4)
     vmin, vmax = _display_range(hr)
-    panels = [("LR input (85 nm px)", lr, _display_range(lr), "gray"),
-              ("bicubic", bicubic, (vmin, vmax), "gray"),
-              ("SR (model)", sr, (vmin, vmax), "gray"),
-              ("HR target (42.5 nm px)", hr, (vmin, vmax), "gray"),
-              ("|SR - HR| (fitted)", np.abs(error), (0.0, _display_range(np.abs(error))[1]), "magma")]
-    for column, (label, image, (low, high), cmap) in enumerate(panels):
-        ax = fig.add_subplot(grid[0, column])
-        shown = ax.imshow(image, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
-        ax.set_title(label, fontsize=9)
-        ax.set_axis_off()
-        if column == 4:
-            fig.colorbar(shown, ax=ax, fraction=0.046)
-    ax = fig.add_subplot(grid[1, 0])
-    shown = ax.imshow(consistency, cmap="magma", interpolation="nearest")
-    ax.set_title("consistency error (LR grid)", fontsize=9)
-    ax.set_axis_off()
-    fig.colorbar(shown, ax=ax, fraction=0.046)
-    ax = fig.add_subplot(grid[1, 1:3])
+    target_unit = "intensity (target units)"
+    _image_panel(fig, top[0, 0], lr, title=f"LR input ({lr_pixel_nm:g} nm px)", pixel_nm=lr_pixel_nm,
+                 unit="intensity (input units)")
+    for column, (label, image) in enumerate((("bicubic 2x", bicubic), ("SR (model)", sr)), 1):
+        _image_panel(fig, top[0, column], image, title=label, pixel_nm=hr_pixel_nm,
+                     limits=(vmin, vmax))
+    _image_panel(fig, top[0, 3], hr, title=f"HR target ({hr_pixel_nm:g} nm px)",
+                 pixel_nm=hr_pixel_nm, limits=(vmin, vmax), unit=target_unit)
+    magnitude = np.abs(error)
+    _image_panel(fig, bottom[0, 0], magnitude, title="|SR - HR| (after fit)", pixel_nm=hr_pixel_nm,
+                 cmap="magma", limits=(0.0, _display_range(magnitude)[1]),
+                 unit="|error| (target units)")
+    _image_panel(fig, bottom[0, 1], consistency, title="consistency error (LR grid)",
+                 pixel_nm=lr_pixel_nm, cmap="magma", limits=(0.0, _display_range(consistency)[1]),
+                 unit="|LR - degraded SR| (input units)")
+    if std is not None:
+        relative = np.asarray(std, np.float64) / max(vmax - vmin, 1e-12)
+        _image_panel(fig, bottom[0, 2], relative, title="TTA spread (8 rotations/flips)",
+                     pixel_nm=hr_pixel_nm, cmap="viridis",
+                     limits=(0.0, _display_range(relative)[1]), unit=spread_label(std_ratio))
+        ax = fig.add_subplot(bottom[0, 3])
+    else:
+        ax = fig.add_subplot(bottom[0, 2:])
     for label, (freq, corr) in frc_curves.items():
         ax.plot(np.asarray(freq) * 1000.0, corr, label=label, lw=1)
-    ax.axhline(1 / 7, color="0.5", ls="--", lw=1, label="1/7")
+    ax.axhline(1 / 7, color="0.5", ls="--", lw=1, label="1/7 threshold")
     ax.axvline(1000.0 / contract.ISM_RESOLUTION_LIMIT_NM, color="red", ls=":", lw=1,
                label=f"ISM limit ({contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm)")
-    ax.set_xlabel("spatial frequency (1/um)")
-    ax.set_ylabel("FRC")
+    ax.set_xlabel("spatial frequency (1/µm)", fontsize=8)
+    ax.set_ylabel("Fourier ring correlation", fontsize=8)
+    ax.tick_params(labelsize=7)
     ax.set_ylim(-0.2, 1.05)
-    ax.legend(fontsize=7)
-    ax.set_title("Fourier ring correlation", fontsize=9)
-    if std is not None:
-        ax = fig.add_subplot(grid[1, 3])
-        shown = ax.imshow(std, cmap="viridis", interpolation="nearest")
-        ax.set_title("TTA std (model units)", fontsize=9)
-        ax.set_axis_off()
-        fig.colorbar(shown, ax=ax, fraction=0.046)
+    ax.legend(fontsize=6.5, loc="lower left")
+    ax.set_title("FRC: resolution where it crosses 1/7", fontsize=9)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.text(0.01, 0.005, "Bicubic, SR and HR share one grey scale (target units, after a "
+             "gain/offset fit). Error: where SR differs from the target. Consistency: where SR, "
+             "blurred back to confocal, disagrees with the measured input (bright = suspect). "
+             + ("Spread: where the 8 rotated/flipped predictions disagree; relative only. "
+                if std is not None else "")
+             + "FRC: detail finer than the red line is beyond what ISM can resolve.",
+             fontsize=7.5, wrap=True, va="bottom")
+    fig.get_layout_engine().set(rect=(0, 0.045, 1, 0.955))  # room for the legend text
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+FLAG_NOTES = (
+    f"**beyond ISM limit = yes**: the output's FRC resolution is finer than the "
+    f"{contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm an ISM microscope can resolve, so some of its finest "
+    "detail is not supported by the data; do not interpret structures smaller than about "
+    f"{contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm in that image, and trust the 'SR vs HR' column (agreement "
+    "with a real ISM image) or a two-image FRC (`--lr-repeat`/`--hr-repeat`) instead.",
+    "**'<=' before an FRC value**: the curve never fell below the threshold, so the number is a "
+    "bound set by the pixel size, not a measurement; read it as 'at least this fine' (no action).",
+    "**rsp SR well below rsp HR**: the output, blurred back to confocal, disagrees with the measured "
+    "input more than the real ISM image does; look at the bright areas of that image's consistency "
+    "map before trusting structures there, and retrain on your own pairs if it is common.",
+)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -126,7 +189,7 @@ def summary_markdown(report: dict) -> str:
               "same way as a reference.", "",
               "| image | FRC LR (nm) | FRC SR (nm) | FRC HR (nm) | FRC SR vs HR (nm) | beyond ISM limit "
               "| rsp SR | rsp HR |"
-              + (" TTA std |" if overall.get("tta_mean_std") is not None else ""),
+              + (" TTA spread (model units) |" if overall.get("tta_mean_std") is not None else ""),
               "|---|---|---|---|---|---|---|---|" + ("---|" if overall.get("tta_mean_std") is not None else "")]
     for name, record in images.items():
         frc = record["frc"]
@@ -144,12 +207,20 @@ def summary_markdown(report: dict) -> str:
     if overall["beyond_ism_limit"]:
         lines += ["", f"**Warning:** {len(overall['beyond_ism_limit'])} output(s) "
                   "claim resolution beyond the ISM limit: "
-                  + ", ".join(overall["beyond_ism_limit"]) + ". Inspect them for invented detail."]
+                  + ", ".join(overall["beyond_ism_limit"]) + " (see below what that means and what to do)."]
         if any(images[n]["frc"]["sr"]["method"] == "single-image" for n in overall["beyond_ism_limit"]):
             lines += ["Single-image FRC of an interpolated or network output sees its correlated noise "
                       "as detail; give a second LR realisation of the field (two-image FRC) to confirm."]
+    lines += ["", "### What the flags mean and what to do", ""] + [f"- {line}" for line in FLAG_NOTES]
     if report.get("calibration_figure"):
-        lines += ["", f"TTA calibration (error/std = {_fmt(overall['tta_calibration_ratio'])}):", "",
+        ratio = overall["tta_calibration_ratio"]
+        lines += ["", "### Uncertainty (test-time augmentation)", "",
+                  f"The spread of the 8 rotated/flipped predictions is shown as a **relative** map: "
+                  f"it is not calibrated. On these images the actual RMS error is "
+                  f"{_fmt(ratio)} times the RMS spread (1 would be calibrated), so the spread "
+                  f"underestimates the error about {ratio:.0f}-fold. Use it to see *where* the model "
+                  "is less sure, not *how large* the error is; the error itself is only known "
+                  "against a real target, as in this report.", "",
                   f"![calibration]({report['calibration_figure']})"]
     lines += ["", "## Images", ""]
     for name, record in images.items():
@@ -160,6 +231,6 @@ def summary_markdown(report: dict) -> str:
               "range = 0.2-99.8 percentile range of the target; accuracy = % pixels within 10 % of "
               "that range) after a least-squares gain/offset fit of the prediction to the target.",
               "- FRC: " + report["settings"]["frc_note"],
-              "- Trained on simulated pairs (ACQUISITION.md); real-data accuracy needs the user's own "
+              "- Trained on simulated pairs (docs/acquisition.md in the srunet repository); real-data accuracy needs the user's own "
               "pairs, which is what this report is for.", ""]
     return "\n".join(lines)

@@ -34,7 +34,7 @@ from srunet.evaluation import figures, frc
 from srunet.evaluation.consistency import consistency_map
 from srunet.evaluation.metrics import all_metrics, fit_gain_offset, gain_offset, upsample_bicubic
 from srunet.evaluation.uncertainty import calibration, plot_calibration, tta_std
-from srunet.files import swap_into_place
+from srunet.files import check_output_dir, swap_into_place
 from srunet.geometry import SCALE
 from srunet.store import experiment_id
 from srunet.tiff import find_pairs, read_image
@@ -95,6 +95,17 @@ def _as_pairs(pairs) -> list[EvalPair]:
                                 None if p.lr_repeat is None else np.asarray(p.lr_repeat, np.float32),
                                 None if p.hr_repeat is None else np.asarray(p.hr_repeat, np.float32)))
     return checked
+
+
+def _not_flat(path: Path, name: str) -> np.ndarray:
+    """The image at ``path``; ValueError naming the file if it is constant where metrics look."""
+    image = read_image(path)[0]
+    low, high = np.percentile(image, (0.2, 99.8))  # the metrics' data range
+    if high <= low:
+        raise ValueError(f"{path}: the image is constant (value {float(low):g} over its 0.2-99.8 "
+                         f"percentile range), so metrics, FRC and consistency are undefined; "
+                         f"remove the pair {name!r} from both folders or use a real acquisition")
+    return image
 
 
 def _frc(image, repeat, pixel_nm):
@@ -169,6 +180,25 @@ def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False):
     return record, arrays
 
 
+def _draw(folder: Path, name: str, record: dict, std_ratio: float | None) -> None:
+    """The figure of one analysed pair, from its saved arrays."""
+    with np.load(folder / record["arrays"]) as saved:
+        arrays = dict(saved)
+    curves = {f"{key.upper().replace('_VS_', ' vs ')} ({'<=' * record['frc'][key]['sampling_limited']}"
+              f"{record['frc'][key]['resolution_nm']:.0f} nm)":
+              (arrays[f"frc_{key}_freq_per_nm"], arrays[f"frc_{key}_correlation"])
+              for key in ("lr", "sr", "hr", "sr_vs_hr")}
+    figures.pair_figure(folder / record["figure"], lr=arrays["lr"], hr=arrays["hr"],
+                        sr=arrays["sr_fitted"],
+                        bicubic=fit_gain_offset(arrays["hr"], arrays["bicubic"]),
+                        error=arrays["error"], consistency=arrays["consistency"],
+                        frc_curves=curves, std_ratio=std_ratio,
+                        # in target units, like the panels it is compared with
+                        std=None if "tta_std" not in arrays
+                        else abs(record["target_fit"]["gain"]) * arrays["tta_std"],
+                        title=name)
+
+
 def _mean_metrics(records, model_key, region):
     values = [r["metrics"][model_key][region] for r in records if r["metrics"][model_key][region]]
     return {k: float(np.mean([v[k] for v in values])) for k in figures.METRIC_LABELS} if values else {}
@@ -206,14 +236,16 @@ def _json_safe(value):
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not overwrite:
+    if out_dir.exists() and out_dir.is_dir() and not overwrite:  # even an empty one: it is replaced
         raise FileExistsError(f"report folder {out_dir} already exists; pass --overwrite "
                               "(overwrite=True) to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder; choose another --out")
+    check_output_dir(out_dir, overwrite=overwrite, what="report folder",
+                     flag="--overwrite (overwrite=True)")
 
 
-def _flat_metrics(overall: dict) -> dict:
+def flat_metrics(overall: dict) -> dict:
+    """The report's overall numbers as flat MLflow metric names (``model_psnr``,
+    ``bicubic_ssim_fg``, ...), finite values only."""
     flat = {}
     for label in ("model", "bicubic"):
         for region, suffix in (("whole", ""), ("foreground", "_fg")):
@@ -240,7 +272,7 @@ def log_to_mlflow(report_dir: Path, report: dict, tracking_uri: str) -> str:
     run = client.create_run(experiment, run_name=f"evaluate {Path(str(report['model'])).name}")
     now = int(datetime.datetime.now().timestamp() * 1000)
     client.log_batch(run.info.run_id,
-                     metrics=[Metric(k, v, now, 0) for k, v in _flat_metrics(report["overall"]).items()],
+                     metrics=[Metric(k, v, now, 0) for k, v in flat_metrics(report["overall"]).items()],
                      params=[Param("model", str(report["model"])[:500]),
                              Param("images", str(len(report["images"])))])
     client.log_artifacts(run.info.run_id, str(report_dir), artifact_path="report")
@@ -278,18 +310,13 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
     try:
         images, stds, errors = {}, [], []
         for pair in pairs:
-            record, arrays = analyse_pair(pair, predict_fn, tta=tta)
+            try:
+                record, arrays = analyse_pair(pair, predict_fn, tta=tta)
+            except ValueError as error:  # name the image: the numeric code does not know it
+                raise ValueError(f"image {pair.name!r}: {error}") from error
             images[pair.name] = record
             (tmp / "arrays").mkdir(exist_ok=True)
             np.savez_compressed(tmp / record["arrays"], **arrays)
-            curves = {f"{key.upper().replace('_VS_', ' vs ')} ({'<=' * record['frc'][key]['sampling_limited']}"
-                      f"{record['frc'][key]['resolution_nm']:.0f} nm)":
-                      (arrays[f"frc_{key}_freq_per_nm"], arrays[f"frc_{key}_correlation"])
-                      for key in ("lr", "sr", "hr", "sr_vs_hr")}
-            figures.pair_figure(tmp / record["figure"], lr=pair.lr, hr=pair.hr, sr=arrays["sr_fitted"],
-                                bicubic=fit_gain_offset(pair.hr, arrays["bicubic"]),
-                                error=arrays["error"], consistency=arrays["consistency"],
-                                frc_curves=curves, std=arrays.get("tta_std"), title=pair.name)
             if tta:
                 # std in target units, like the error
                 stds.append(abs(record["target_fit"]["gain"]) * arrays["tta_std"])
@@ -310,6 +337,9 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
             report["calibration_figure"] = "figures/calibration.png"
             overall["tta_calibration_ratio"] = calib["ratio"]
             report["calibration"] = {k: np.asarray(v).tolist() for k, v in calib.items()}
+        # Figures last: the spread panel quotes the calibration measured over all images.
+        for name, record in images.items():
+            _draw(tmp, name, record, overall.get("tta_calibration_ratio"))
         report = _json_safe(report)
         (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
         (tmp / "summary.md").write_text(figures.summary_markdown(report))
@@ -346,10 +376,10 @@ def evaluate_folders(predict_fn: Callable[[np.ndarray], np.ndarray], *, lr_dir, 
             raise ValueError(f"no second realisation in {lr_repeat_dir} for: {missing[:5]}")
     _check_out_dir(out_dir, overwrite)
 
-    def pairs():
+    def pairs():  # consumed whole by _as_pairs: every file is checked before any prediction
         for p in files:
             extra = (read_image(repeats[p.name].lr)[0], read_image(repeats[p.name].hr)[0]) if repeats else ()
-            yield (p.name, read_image(p.lr)[0], read_image(p.hr)[0], *extra)
+            yield (p.name, _not_flat(p.lr, p.name), _not_flat(p.hr, p.name), *extra)
 
     return evaluate_arrays(pairs(), predict_fn, out_dir, overwrite=overwrite,
                            tracking_uri=tracking_uri, model_name=model_name)

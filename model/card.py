@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from srunet import contract
-from srunet.evaluation.figures import side_by_side
+from srunet.normalization import EPS, MEAN_STD, method_of
 
-CITATIONS = (
-    ("Ronneberger, Fischer & Brox (2015). U-Net: Convolutional Networks for Biomedical Image "
-     "Segmentation. MICCAI.", "10.1007/978-3-319-24574-4_28"),
-    ("Shi et al. (2016). Real-Time Single Image and Video Super-Resolution Using an Efficient "
-     "Sub-Pixel Convolutional Neural Network. CVPR.", "10.1109/CVPR.2016.207"),
-    ("Müller & Enderlein (2010). Image Scanning Microscopy. Physical Review Letters 104, 198101.",
-     "10.1103/PhysRevLett.104.198101"),
-)
+# Who can run the package, and how that is known: the same table is in the repository README.
+CONSUMERS = """\
+| consumer | runs this package? | how we know |
+|---|---|---|
+| bioimageio.core (Python, `bioimageio predict`) | yes, all three weight formats, tiled at any size | `bioimageio test` passes with the newest core (0.11) and with the zoo runner's pins (core 0.10.4, spec 0.5.10.2, onnxruntime 1.20.1; torch 2.13 in place of the runner's 2.5.1); tiled = whole-image prediction is tested by the srunet harness |
+| deepImageJ / Fiji (JDLL) | expected with the **ONNX** weights; not run | not run (no Fiji here). The 4.0/2.0 axis scales give 2x and the right halo in JDLL's reading (read from JDLL's source); the torchscript file is declared PyTorch 2.13, above JDLL's engines (<= 2.0), so choose ONNX (opset 17 <= 18). Its zero-mean/unit-variance preprocessing is computed exactly like bioimageio.core's: a test emulates JDLL's arithmetic and meets deepImageJ's element-wise tolerance on the test tensors (`tests/test_consumers.py`) |
+| BiaPy | possibly, not run | its static checks (state-dict weights, tag super-resolution, one preprocessing step) are met; its super-resolution workflow needs the upscaling (2) and tiling set by the user; BiaPy is not installed here |
+| napari (bioimageio plugin) | possibly, not run | the plugin runs bioimageio.core underneath; not run here (no display) |
+| ilastik | **no**, no variant of this package can | its tiktorch operator gives the output the input's shape and crops it with input-grid coordinates, so a 2x output comes back silently mis-cropped, and no format-0.5 preprocessing step upsamples. A same-size variant (taking a nearest-neighbour 2x-upsampled image) would fit that shape rule, but ilastik normalises each tile with its own percentiles, so tiles would not match. Use bioimageio.core, `srunet predict` or deepImageJ |
+"""
 
 
 def _range(pair, unit: str = "", fmt: str = "g") -> str:
@@ -59,8 +61,64 @@ TIFF pairs, HR exactly 2x the LR size), or fine-tune these weights on them by ad
 `srunet package --checkpoint BEST.pt --out PKG`."""
 
 
+def _input_output_text(normalization: dict) -> str:
+    """The card's input/output items for the checkpoint's normalisation (srunet.normalization)."""
+    if method_of(normalization) == MEAN_STD:
+        return f"""\
+- input `input`: one 2-D single-channel image, axes batch, channel, y, x, **raw camera values**:
+  the package normalises it itself (`zero_mean_unit_variance` over y and x, eps {EPS:g}),
+  which bioimage.io tools and deepImageJ compute identically.
+- output `output`: exactly twice the input height and width, in the input's *normalised*
+  units (the network was trained to predict the ISM image on the input's intensity scale).
+  **To get the input's camera units back**, multiply by the input image's standard deviation
+  (population, plus {EPS:g}) and add its mean: `out * (std + {EPS:g}) + mean`.
+  `srunet predict` does this for you."""
+    low, high = normalization["lr_percentiles"]
+    return f"""\
+- input `input`: one 2-D single-channel image, axes batch, channel, y, x, **raw camera values**:
+  the package normalises it itself (`scale_range`, per image, percentiles {low:g} and {high:g},
+  the training numbers).
+- output `output`: exactly twice the input height and width, on the normalised intensity scale
+  (about 0 at background, 1 at bright structures); not photon counts."""
+
+
+VERSION_HISTORY = """\
+- **v2** (srunet 0.2): phase-free UNet (dilated convolutions at the input resolution instead of
+  pooling, so a block may start at any pixel with the same result), ICNR-initialised sub-pixel
+  head followed by a fixed [1, 2, 1] anti-imaging low-pass, zero-mean/unit-variance input
+  normalisation computed alike by every consumer, output trained in the input's units (see
+  Input and output), halo = the measured receptive radius of the weights. Trained from random
+  weights on simulated pairs (the configuration is `training/kidney.yaml` in the srunet
+  repository).
+- **v1** (srunet 0.1): max-pooling UNet (depth 3, 24 channels) with a plain PixelShuffle head,
+  percentile (`scale_range`) normalisation; output depended on the block position modulo 8
+  pixels and its 2x head left spectral images that FRC flagged. Trained in two stages on
+  simulated pairs; +3.02 dB PSNR over bicubic on the project's own simulated held-out set."""
+
+
+def _architecture_note(grid: int) -> str:
+    if grid != 1:
+        return ""
+    return (" The UNet is phase-free: its levels stay at the input resolution and widen their "
+            "view with dilated convolutions instead of pooling, and a fixed low-pass after the "
+            "sub-pixel head removes the spectral images a 2x head leaves above the input's "
+            "Nyquist frequency.")
+
+
+def _tiling_note(grid: int, min_size: int) -> str:
+    if grid == 1:
+        return (f"Tiling: the network is shift-equivariant (no pooling), so a block of at least "
+                f"{min_size} input pixels may start anywhere: tiles placed at any offset by any "
+                "tool agree with the whole-image prediction to float rounding, given the halo.")
+    return (f"Tiling: the UNet's 2x2 max pooling makes the result depend slightly on where a "
+            f"block starts modulo {grid} input pixels. `srunet predict` pads images to that "
+            f"grid, and bioimage.io blocking of images whose size lies on the declared size grid "
+            f"({min_size} + n x {grid}) starts every block on it: both are exact. Tools that "
+            "start tiles at other offsets can show faint joins.")
+
+
 def readme_text(*, name: str, checkpoint: dict, input_halo: int, grid: int, min_size: int,
-                metrics: dict | None) -> str:
+                metrics: dict | None, publication=None) -> str:
     """The package's README.md (``documentation``), including a ``# Validation`` section.
 
     Parameters
@@ -73,8 +131,15 @@ def readme_text(*, name: str, checkpoint: dict, input_halo: int, grid: int, min_
         Tiling geometry in input pixels, as declared in the description.
     metrics : dict or None
         ``{"model": all_metrics(...), "bicubic": all_metrics(...)}`` on the packaged sample pair.
+    publication : srunet.model.publication.Publication, optional
+        Its ``training_data`` (else the simulator's description) and ``cite`` list.
     """
-    low, high = checkpoint["normalization"]["lr_percentiles"]
+    training = (publication.training_data if publication and publication.training_data
+                else training_data_text())
+    cite = "\n".join(
+        f"- {c.text} " + (f"https://doi.org/{c.doi}" if c.doi else c.url)
+        for c in (publication.cite if publication else []))
+    io_text = _input_output_text(checkpoint["normalization"])
     kwargs = ", ".join(f"{k}={v!r}" for k, v in checkpoint["model_kwargs"].items())
     if metrics:
         rows = "\n".join(
@@ -102,16 +167,23 @@ def readme_text(*, name: str, checkpoint: dict, input_halo: int, grid: int, min_
 2x super-resolution for fluorescence microscopy: a **spinning-disk confocal** image
 ({contract.LR_PIXEL_NM:g} nm pixels) in, an **ISM**-like image ({contract.HR_PIXEL_NM:g} nm pixels,
 twice the pixel density per axis) out. A UNet ({kwargs}) with a sub-pixel convolution head and
-a residual over the bilinear 2x upsampling of the input.
+a residual over the bilinear 2x upsampling of the input.{_architecture_note(grid)}
+
+## Intended use
+
+Research use: restoring spinning-disk confocal images of fluorescently labelled tissue or cells
+(2-D, one channel, {contract.LR_PIXEL_NM:g} nm pixels) towards what an ISM (Airyscan-like)
+microscope would record, to look at structures near the confocal resolution limit. Not for
+absolute quantification of intensities (see Input and output for the output's units), not for
+counting or measuring
+structures below ~{contract.ISM_RESOLUTION_LIMIT_NM:g} nm, and not as evidence of structure
+that the confocal image does not support: check outputs with the consistency and uncertainty
+maps below, and against real ISM images of your samples.
 
 ## Input and output
 
-- input `input`: one 2-D single-channel image, axes batch, channel, y, x, **raw camera values**:
-  the package normalises it itself (`scale_range`, per image, percentiles {low:g} and {high:g},
-  the training numbers). Any size works in bioimage.io tools that tile; block sizes are
+{io_text} Any size works in bioimage.io tools that tile; block sizes are
   {min_size} + n x {grid} input pixels.
-- output `output`: exactly twice the input height and width, on the normalised intensity scale
-  (about 0 at background, 1 at bright structures); not photon counts.
 - halo: {input_halo} input pixels ({2 * input_halo} output pixels) per side, covering the
   network's receptive field, so tiled prediction matches whole-image prediction.
 - axis `scale` is written as 4.0 (input) and 2.0 (output) without a unit: this encodes the 2x
@@ -121,7 +193,7 @@ a residual over the bilinear 2x upsampling of the input.
 
 ## Training data
 
-{training_data_text()}
+{training}
 
 # Validation
 
@@ -145,9 +217,12 @@ against real ISM images of your own samples before drawing conclusions.
   <= 2.0; these were saved with a newer PyTorch, traced, not scripted: in a check by the
   srunet developers such a file loaded and reproduced in PyTorch 2.0.1), select the **ONNX**
   weights (opset <= 18).
-  Tiling is allowed; keep tiles at {min_size} + n x {grid} pixels.
-- ilastik: not supported, it forces output size = input size.
+  Tiling is allowed; tiles of at least {min_size} pixels{"" if grid == 1 else f" (sizes {min_size} + n x {grid})"}.
+- ilastik: cannot run this package (see Consumers).
 
+## Consumers
+
+{CONSUMERS}
 ## Limitations
 
 Trained on simulation only; single channel; 2-D; one optical setting family (NA 1.2-1.4,
@@ -156,23 +231,53 @@ ranges give unreliable output. Use `srunet predict --consistency --uncertainty` 
 physics-consistency map and a test-time-augmentation uncertainty map beside each output, and
 `srunet evaluate` (Fourier ring correlation) to see whether outputs claim finer detail than ISM.
 
-Tiling: the UNet's 2x2 max pooling makes the result depend slightly on where a block starts
-modulo {grid} input pixels. `srunet predict` pads images to that grid, and bioimage.io blocking
-of images whose size lies on the declared size grid ({min_size} + n x {grid}) starts every block
-on it: both are exact. Tools that start tiles at other offsets can show faint joins.
+{_tiling_note(grid, min_size)}
+
+## Version history
+
+{VERSION_HISTORY}
+
+## Citation
+
+If you use this model, cite:
+
+{cite}
 """
 
 
-def write_cover(path: Path, *, lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray,
-                hr: np.ndarray) -> Path:
-    """Write a 2:1 PNG cover, panels LR | bicubic | SR (this model) | ISM target (centre crop)."""
-    # Zoom on the centre (at most 64 LR px) so the 2x gain is visible at thumbnail size.
+def write_cover(path: Path, *, lr: np.ndarray, sr: np.ndarray) -> Path:
+    """Write the 2:1 PNG cover (1000 x 500 px): confocal input | srunet 2x, 1 um scale bars.
+
+    Both panels show the same field (centre crop of at most 64 LR px), so the scale bar is as
+    long on both; pixel sizes come from ``srunet.contract``. Labels sit inside the panels so
+    the image stays exactly 2:1 (the site cuts thumbnails to 2:1).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
     crop = min(64, *lr.shape)
     y0, x0 = (lr.shape[0] - crop) // 2, (lr.shape[1] - crop) // 2
-    lr = lr[y0:y0 + crop, x0:x0 + crop]
-    bicubic, sr, hr = (im[2 * y0:2 * (y0 + crop), 2 * x0:2 * (x0 + crop)]
-                       for im in (bicubic, sr, hr))
-    panels = (("confocal input", lr), ("bicubic 2x", bicubic), ("srunet 2x", sr),
-              ("ISM target", hr))
-    return side_by_side(path, panels, panel_inches=2.5,
-                        title="srunet: spinning-disk confocal -> ISM, 2x per axis (simulated pair)")
+    panels = (("confocal input", lr[y0:y0 + crop, x0:x0 + crop], contract.LR_PIXEL_NM),
+              ("srunet 2x", sr[2 * y0:2 * (y0 + crop), 2 * x0:2 * (x0 + crop)],
+               contract.HR_PIXEL_NM))
+    figure = plt.figure(figsize=(8, 4), dpi=125)
+    for index, (label, image, pixel_nm) in enumerate(panels):
+        axes = figure.add_axes((index / 2, 0, 0.5, 1))
+        low, high = np.percentile(image, (0.5, 99.8))
+        axes.imshow(image, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
+        axes.set_axis_off()
+        axes.text(0.03, 0.97, f"{label} ({pixel_nm:g} nm px)", transform=axes.transAxes,
+                  color="white", fontsize=13, va="top", ha="left")
+        axes.add_artist(AnchoredSizeBar(axes.transData, 1000.0 / pixel_nm, "1 µm",
+                                        "lower right", pad=0.6, color="white", frameon=False,
+                                        size_vertical=max(1.0, 40.0 / pixel_nm),
+                                        fontproperties={"size": 13}))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=125)
+    plt.close(figure)
+    tmp.replace(path)  # atomic: a cover is never half-written
+    return path

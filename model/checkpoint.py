@@ -46,10 +46,20 @@ def _read(path: Path, map_location) -> object:
     """``torch.load(weights_only=True)`` with the file named in every error."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    # torch.save writes a zip archive; a text or image file fails deep in the unpickler with
+    # an opaque message (e.g. "101", the first byte), so name the real problem first.
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        kind = "empty" if not head else f"not a PyTorch file (it starts with {head!r})"
+        raise ValueError(f"checkpoint {path} is {kind}; pass a .pt file written by `srunet "
+                         "train` (e.g. runs/NAME/checkpoints/best.pt)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"{path} is not a readable srunet checkpoint: {error}") from error
+        raise ValueError(f"checkpoint {path} cannot be read by torch ({type(error).__name__}: "
+                         f"{error}); it may be truncated or from another program: pass a .pt "
+                         "file written by `srunet train`") from error
 
 
 def _check_version(payload: dict, path: Path) -> dict:

@@ -1,7 +1,7 @@
 """Build the bioimage.io model package (format 0.5) from an srunet checkpoint.
 
 The description is built from ``bioimageio.spec`` objects and written with its own savers, never
-as hand-formatted YAML. Facts this module relies on are in ``../shared/ZOO-NOTES.md``:
+as hand-formatted YAML. Facts this module relies on are in docs/packaging.md:
 
 - 2x output = a size reference to the input axis of the same id with input scale 4.0 and output
   scale 2.0 (no unit): bioimage.io (v0.5 meaning) and deepImageJ/JDLL (v0.4 meaning) both read
@@ -14,11 +14,17 @@ Layouts written:
 - ``build_package(ckpt, "pkg/")``: a folder with ``rdf.yaml`` and the files it names.
 - ``build_package(ckpt, "pkg.zip")``: the same as one zip (what the zoo uploads).
 - ``export_release(ckpt, repo_root)``: ``repo_root/rdf.yaml`` whose file references point into
-  ``repo_root/model/release/`` (the committed release); only one rdf.yaml, so it cannot drift.
+  ``repo_root/model/release/`` (the committed release), and ``model/release/rdf.yaml``, the same
+  description with plain file names (what an installed wheel runs); both from one description.
+
+Every ``rdf.yaml`` is rewritten as format 0.5.10 so the zoo's runner reads it too
+(``zoo_format``). Publication metadata (authors, maintainers, git_repo, cite, tags, training
+data) comes from a YAML file (``publication``), by default the project's own.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -35,20 +41,67 @@ from srunet.model import card
 from srunet.model.checkpoint import build_model, load_checkpoint
 from srunet.model.export import INPUT_ID, ONNX_OPSET, OUTPUT_ID, WEIGHT_FILES, export_weights
 from srunet.model.predict import predict_image
+from srunet.normalization import EPS, MEAN_STD, method_of
+from srunet.model.publication import Publication, load_publication
 from srunet.model.unet import SRUNet
+from srunet.model.zoo_format import make_runner_compatible, zip_folder
 
 INPUT_SCALE, OUTPUT_SCALE = 4.0, 2.0  # encodes 2x for both v0.5 and JDLL, see module docstring
 NAME = "srunet confocal-to-ISM 2x super-resolution"
-TAGS = ["super-resolution", "fluorescence-light-microscopy", "2d", "pytorch", "unet"]
+# The site's vocabulary first (image-restoration is the category super-resolution sits in);
+# a publication file adds its own tags after these.
+TAGS = ["super-resolution", "image-restoration", "fluorescence-light-microscopy", "confocal",
+        "2d", "unet", "pytorch", "torchscript", "onnx"]
 TOLERANCE = {"relative_tolerance": 1e-3, "absolute_tolerance": 1e-3,
              "mismatched_elements_per_million": 100}
 RELEASE_DIR = Path("model") / "release"
 SAMPLE_SEED = 20240611  # simulator seed of the sample pair ``srunet package`` passes
+# The project's own publication metadata: training/publication.yaml in a checkout, and the same
+# file as package data of srunet.training in an installed wheel (same relative place).
+PROJECT_PUBLICATION = Path(__file__).resolve().parent.parent / "training" / "publication.yaml"
+
+
+def project_publication() -> Publication:
+    """The project's own publication metadata (``PROJECT_PUBLICATION``)."""
+    return load_publication(PROJECT_PUBLICATION)
+
+
+def measured_radius(model: SRUNet) -> int:
+    """How far, in input pixels, the network's output really depends on its input.
+
+    The gradient support, in float64 on a random input: the largest Chebyshev distance from
+    input pixel c to an input pixel with a nonzero gradient of the output block (2c..2c+1)^2,
+    maximised over the ``grid`` positions of c. The input is large enough that the support
+    never reaches its border (zero padding there would truncate it).
+
+    Raises
+    ------
+    RuntimeError
+        If the support exceeds ``model.receptive_radius()``: the formula would under-declare
+        the halo and tiles would show seams.
+    """
+    formula, grid = int(model.receptive_radius()), int(model.grid)
+    size = 2 * (formula + grid) + 16
+    probe = copy.deepcopy(model).double().eval()
+    generator = torch.Generator().manual_seed(0)
+    radius = 0
+    for phase in range(grid):
+        c = size // 2 + phase
+        x = torch.randn(1, 1, size, size, dtype=torch.float64, generator=generator,
+                        requires_grad=True)
+        probe(x)[0, 0, 2 * c:2 * c + 2, 2 * c:2 * c + 2].sum().backward()
+        ys, xs = np.nonzero(x.grad[0, 0].numpy())
+        radius = max(radius, int(max(np.abs(ys - c).max(), np.abs(xs - c).max())))
+    if radius > formula:
+        raise RuntimeError(f"the network's output depends on input pixels {radius} px away, but "
+                           f"its receptive_radius() says {formula}: fix the formula")
+    return radius
 
 
 def tiling_geometry(model: SRUNet) -> Blocks:
-    """Block sizes and halo (input pixels) of a network: its receptive radius on its grid."""
-    return block_geometry(model.receptive_radius(), model.grid)
+    """Block sizes and halo (input pixels) of a network: the halo is its measured receptive
+    radius (:func:`measured_radius`) rounded up to its grid, the exact need of its weights."""
+    return block_geometry(measured_radius(model), model.grid)
 
 
 def sample_lr_size(blocks: Blocks) -> int:
@@ -73,16 +126,32 @@ def _crop_sample(sample: dict, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
     return lr[y0:y0 + sizes[0], x0:x0 + sizes[1]], hr[hy:hy + hh, hx:hx + hw]
 
 
+def _optional(**fields) -> dict:
+    """Only the fields that have a value: unset ones stay out of rdf.yaml (no ``null``/``[]``)."""
+    return {key: value for key, value in fields.items() if value}
+
+
+def _preprocessing(s, normalization: dict):
+    """The zoo preprocessing step that reproduces the checkpoint's input normalisation."""
+    if method_of(normalization) == MEAN_STD:
+        # computed identically by bioimageio.core and deepImageJ/JDLL (srunet.normalization)
+        return s.ZeroMeanUnitVarianceDescr(kwargs=s.ZeroMeanUnitVarianceKwargs(
+            axes=["y", "x"], eps=EPS))
+    low, high = normalization["lr_percentiles"]
+    return s.ScaleRangeDescr(kwargs=s.ScaleRangeKwargs(
+        axes=["y", "x"], min_percentile=low, max_percentile=high))
+
+
 def describe(src, checkpoint: dict, blocks: Blocks, *, arch_sha256: str,
-             with_test_output: bool = True):
+             publication: Publication, with_test_output: bool = True):
     """The ``v0_5.ModelDescr`` of a package whose files are found by ``src(filename)``.
 
     ``src`` maps a file name to an absolute path (staging) or to a path relative to the
-    validation context root (release layout).
+    validation context root (release layout); ``publication`` gives authors, maintainers,
+    git_repo, cite, extra tags and license.
     """
     from bioimageio.spec.model import v0_5 as s
 
-    low, high = checkpoint["normalization"]["lr_percentiles"]
     size = s.ParameterizedSize(min=blocks.min, step=blocks.step)
     in_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=["fluorescence"])] + [
         s.SpaceInputAxis(id=a, size=size, scale=INPUT_SCALE) for a in ("y", "x")]
@@ -94,12 +163,16 @@ def describe(src, checkpoint: dict, blocks: Blocks, *, arch_sha256: str,
         id=INPUT_ID, axes=in_axes, description="raw spinning-disk confocal image (85 nm px)",
         test_tensor=s.FileDescr(source=src("test_input.npy")),
         sample_tensor=s.FileDescr(source=src("sample_input.tif")),
-        preprocessing=[s.ScaleRangeDescr(kwargs=s.ScaleRangeKwargs(
-            axes=["y", "x"], min_percentile=low, max_percentile=high))])]
+        preprocessing=[_preprocessing(s, checkpoint["normalization"])])]
     outputs = [s.OutputTensorDescr(
         id=OUTPUT_ID, axes=out_axes, description="ISM-like image, 2x per axis (42.5 nm px)",
         test_tensor=s.FileDescr(source=src("test_output.npy")) if with_test_output else None,
         sample_tensor=s.FileDescr(source=src("sample_output.tif")) if with_test_output else None)]
+    # pytorch_version: the version that wrote these files (the spec's meaning), not an older
+    # one they might load in: the traced torchscript of this architecture loaded in torch 2.0.1
+    # in a check, but these exact files were not run there, so declaring 2.0 would claim an
+    # untested fact. Consumers limited to older engines (deepImageJ: PyTorch <= 2.0) use the
+    # ONNX weights (opset 17), see the card's Consumers table.
     torch_version = s.Version(torch.__version__.split("+")[0])
     weights = s.WeightsDescr(
         pytorch_state_dict=s.PytorchStateDictWeightsDescr(
@@ -116,9 +189,13 @@ def describe(src, checkpoint: dict, blocks: Blocks, *, arch_sha256: str,
         name=NAME,
         description="2x super-resolution UNet: spinning-disk confocal (85 nm px) to ISM "
                     "(42.5 nm px); trained on simulated pairs, see the model card.",
-        authors=[s.Author(name="srunet developers")],
-        cite=[s.CiteEntry(text=text, doi=doi) for text, doi in card.CITATIONS],
-        license="MIT", tags=TAGS, documentation=s.FileDescr(source=src("README.md")),
+        authors=[s.Author(**a.model_dump(exclude_none=True)) for a in publication.authors],
+        **_optional(maintainers=[s.Maintainer(**m.model_dump(exclude_none=True))
+                                 for m in publication.maintainers],
+                    git_repo=publication.git_repo),
+        cite=[s.CiteEntry(**c.model_dump(exclude_none=True)) for c in publication.cite],
+        license=publication.license, tags=list(dict.fromkeys(TAGS + publication.tags)),
+        documentation=s.FileDescr(source=src("README.md")),
         covers=[s.FileDescr(source=src("cover.png"))], inputs=inputs, outputs=outputs, weights=weights,
         config=s.Config(bioimageio=s.BioimageioConfig(
             reproducibility_tolerance=[s.ReproducibilityTolerance(**TOLERANCE)]),
@@ -139,7 +216,7 @@ def _test_output(descr, test_input: np.ndarray) -> np.ndarray:
     return out.members[OUTPUT_ID].data.values.astype(np.float32)
 
 
-def _write_files(checkpoint: dict, folder: Path, sample: dict):
+def _write_files(checkpoint: dict, folder: Path, sample: dict, publication: Publication):
     """Write every package file into ``folder``; return the description."""
     model = build_model(checkpoint)
     blocks = tiling_geometry(model)
@@ -151,21 +228,22 @@ def _write_files(checkpoint: dict, folder: Path, sample: dict):
     tifffile.imwrite(folder / "sample_input.tif", lr[None, None])
     # Placeholder docs/cover so the first (test-output-less) description validates.
     (folder / "README.md").write_text(f"# {NAME}\n")
-    card.write_cover(folder / "cover.png", lr=lr, bicubic=lr, sr=lr, hr=hr)
+    card.write_cover(folder / "cover.png", lr=lr, sr=hr)
     src = lambda name: folder / name  # noqa: E731 - absolute paths into the staging folder
     arch = _sha256(folder / "unet.py")
-    draft = describe(src, checkpoint, blocks, arch_sha256=arch, with_test_output=False)
+    draft = describe(src, checkpoint, blocks, arch_sha256=arch, publication=publication,
+                     with_test_output=False)
     np.save(folder / "test_output.npy", _test_output(draft, lr))
 
     sr = predict_image(draft, lr, weights_format="pytorch_state_dict")
     tifffile.imwrite(folder / "sample_output.tif", sr[None, None])
     bicubic = upsample_bicubic(lr)
     metrics = {"model": all_metrics(hr, sr), "bicubic": all_metrics(hr, bicubic)}
-    card.write_cover(folder / "cover.png", lr=lr, bicubic=bicubic, sr=sr, hr=hr)
+    card.write_cover(folder / "cover.png", lr=lr, sr=sr)
     (folder / "README.md").write_text(card.readme_text(
         name=NAME, checkpoint=checkpoint, input_halo=blocks.halo, grid=blocks.step,
-        min_size=blocks.min, metrics=metrics), encoding="utf-8")
-    return describe(src, checkpoint, blocks, arch_sha256=arch)
+        min_size=blocks.min, metrics=metrics, publication=publication), encoding="utf-8")
+    return describe(src, checkpoint, blocks, arch_sha256=arch, publication=publication)
 
 
 def run_bioimageio_test(source: Path) -> None:
@@ -190,7 +268,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def build_package(checkpoint, out, *, sample: dict, overwrite: bool = False,
-                  run_test: bool = True) -> Path:
+                  run_test: bool = True, publication: Publication | None = None) -> Path:
     """Write a complete, tested bioimage.io model package from an srunet checkpoint.
 
     Parameters
@@ -207,6 +285,9 @@ def build_package(checkpoint, out, *, sample: dict, overwrite: bool = False,
         ``{"lr": array, "hr": array}`` pair (HR exactly 2x) for the test/sample tensors, cover
         and README metrics, at least :func:`sample_lr_size` LR px per side (centre-cropped to
         a block size); ``srunet package`` passes a simulated pair (``SAMPLE_SEED``).
+    publication : Publication, optional
+        Authors, maintainers, git_repo, cite, tags, training data (:mod:`publication`);
+        default: the project's own (``PROJECT_PUBLICATION``).
 
     Returns
     -------
@@ -216,22 +297,23 @@ def build_package(checkpoint, out, *, sample: dict, overwrite: bool = False,
     The package is built and tested in a temporary folder beside ``out`` and then renamed, so
     ``out`` is never left half-written.
     """
-    from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
+    from bioimageio.spec import save_bioimageio_package_as_folder
 
     out = Path(out)
     _check_out(out, overwrite)
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint)
+    publication = publication or project_publication()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.build-"))
     try:
         files = staging / "files"
         files.mkdir()
-        descr = _write_files(checkpoint, files, sample)
+        descr = _write_files(checkpoint, files, sample, publication)
+        written = save_bioimageio_package_as_folder(descr, output_path=staging / "package")
+        make_runner_compatible(written / "rdf.yaml")
         if out.suffix.lower() == ".zip":
-            written = save_bioimageio_package(descr, output_path=staging / out.name)
-        else:
-            written = save_bioimageio_package_as_folder(descr, output_path=staging / "package")
+            written = zip_folder(written, staging / out.name)
         if run_test:
             run_bioimageio_test(written)
         _check_out(out, overwrite)  # another process may have written it meanwhile
@@ -242,12 +324,13 @@ def build_package(checkpoint, out, *, sample: dict, overwrite: bool = False,
 
 
 def export_release(checkpoint, repo_root, *, sample: dict, overwrite: bool = False,
-                   run_test: bool = True) -> Path:
+                   run_test: bool = True, publication: Publication | None = None) -> Path:
     """Write the committed release: ``repo_root/rdf.yaml`` + files in ``model/release/``.
 
     The files are first built (and tested) as an ordinary folder package, then moved to
-    ``model/release/``; the root ``rdf.yaml`` is the same description re-rooted at
-    ``repo_root`` (file references ``model/release/<name>``), validated and tested again.
+    ``model/release/`` with their own ``rdf.yaml`` (plain file names: what the wheel ships);
+    the root ``rdf.yaml`` is the same description re-rooted at ``repo_root`` (file references
+    ``model/release/<name>``), validated and tested again.
 
     Returns
     -------
@@ -262,18 +345,20 @@ def export_release(checkpoint, repo_root, *, sample: dict, overwrite: bool = Fal
         _check_out(path, overwrite)
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint)
+    publication = publication or project_publication()
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".release.build-"))
     try:
-        build_package(checkpoint, staging / "package", run_test=run_test, sample=sample)
-        (staging / "package" / "rdf.yaml").unlink()  # one description only: the root one
+        build_package(checkpoint, staging / "package", run_test=run_test, sample=sample,
+                      publication=publication)
         release.parent.mkdir(parents=True, exist_ok=True)
         swap_into_place(staging / "package", release)
         blocks = tiling_geometry(SRUNet(**checkpoint["model_kwargs"]))
         with ValidationContext(root=root, perform_io_checks=True):
             descr = describe(lambda name: (RELEASE_DIR / name).as_posix(), checkpoint, blocks,
-                             arch_sha256=_sha256(release / "unet.py"))
+                             arch_sha256=_sha256(release / "unet.py"), publication=publication)
         tmp_rdf = staging / "rdf.yaml"
         save_bioimageio_yaml_only(descr, file=tmp_rdf)
+        make_runner_compatible(tmp_rdf)
         os.replace(tmp_rdf, rdf)
         if run_test:
             run_bioimageio_test(rdf)

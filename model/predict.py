@@ -25,11 +25,29 @@ import numpy as np
 from srunet.evaluation.consistency import consistency_map
 from srunet.evaluation.report import evaluate_folders
 from srunet.evaluation.uncertainty import tta_std
+from srunet.files import check_output_dir
 from srunet.geometry import Blocks, largest_block, smallest_block
+from srunet.normalization import denormalize, mean_std_range
 from srunet.tiff import read_image, stem, write_ome_tiff
 
 DEFAULT_BLOCK_LR = 512  # input px per block side: ~100 MB of activations for the default UNet
 DEFAULT_PIXEL_UM = 0.085  # contract: spinning-disk confocal pixel size
+# An image whose 0.1-99.9 percentile range is below this many ADU (or below 1e-6 of its mean
+# level) holds no structure to super-resolve: the percentile normalisation then blows up noise
+# or rounding into a meaningless output, so predict warns.
+FLAT_RANGE = 1e-6
+
+
+def flat_image_warning(image: np.ndarray, path) -> str | None:
+    """Why ``image`` is too flat to super-resolve (constant or near-empty), or None."""
+    low, high = np.percentile(image, (0.1, 99.9))
+    scale = max(abs(float(low)), abs(float(high)), 1.0)
+    if high - low <= FLAT_RANGE * scale:
+        kind = "constant" if np.ptp(image) == 0 else "nearly constant (99.8 % of pixels)"
+        return (f"{path}: the image is {kind} at {float(np.median(image)):g}; it holds no "
+                "structure, so its super-resolved output is meaningless. Check that it is the "
+                "right channel/plane and not an empty or saturated frame")
+    return None
 
 
 def load_model(source):
@@ -119,6 +137,8 @@ class Predictor:
                              f"({self.blocks.min} input px)")
         self.weights_format = weights_format
         self._pipeline = None
+        self.input_units = any(p.id == "zero_mean_unit_variance"
+                               for p in self.descr.inputs[0].preprocessing)
 
     @property
     def pipeline(self):
@@ -175,6 +195,10 @@ class Predictor:
             result = self.pipeline.predict_sample_without_blocking(sample,
                                                                    skip_preprocessing=True)
         out = result.members[out_id].data.values[0, 0, : 2 * height, : 2 * width]
+        if self.input_units:
+            # v2 networks predict in the input's normalised units (srunet.normalization):
+            # undo the zero-mean/unit-variance step, so the output is in camera units.
+            return denormalize(out, *mean_std_range(image))
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -215,7 +239,10 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
         Written files, in input order (SR image, then the optional maps).
 
     Output pixel size is half the input's (OME PhysicalSizeX or TIFF resolution); when the
-    input has none, 85 nm is assumed and a warning says so.
+    input has none, 85 nm is assumed and a warning says so. A constant or nearly empty input
+    is predicted but warned about (:func:`flat_image_warning`). The output folder is checked
+    (writable, free space) and the model loaded before the folder is created; a failed run
+    removes the folder again if it created it and nothing was written.
     """
     from tqdm import tqdm
 
@@ -234,13 +261,31 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
     if existing and not overwrite:
         raise FileExistsError(f"output exists: {', '.join(existing)}; pass overwrite=True "
                               "(CLI: --overwrite) to replace")
+    need = 0
     for path in inputs:  # fail on any bad input before the model runs or anything is written
-        read_image(path)  # (read again below: one image in memory at a time)
+        pixels = read_image(path)[0].size  # (read again below: one image in memory at a time)
+        need += pixels * 4 * (4 + 4 * uncertainty + consistency)  # float32 outputs
+    check_output_dir(out_dir, may_exist=True, what="prediction output folder", need_bytes=need)
+    descr = load_model(model)  # a wrong model path fails before the output folder exists
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    with Predictor(model) as predictor:
+    try:
+        _predict_into(Predictor(descr), inputs, planned, written, consistency, uncertainty, tqdm)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # leave no empty folder behind
+        raise
+    return written
+
+
+def _predict_into(predictor, inputs, planned, written, consistency, uncertainty, tqdm) -> None:
+    """The loop of :func:`predict_files`; appends each written file to ``written``."""
+    with predictor:
         for path in tqdm(inputs, desc="srunet predict", unit="image"):
             lr, pixel_um = read_image(path)
+            if (message := flat_image_warning(lr, path)) is not None:
+                warnings.warn(message, stacklevel=3)
             if pixel_um is None:
                 warnings.warn(f"{path}: no pixel size in the file; assuming "
                               f"{DEFAULT_PIXEL_UM * 1000:g} nm (spinning-disk confocal)",
@@ -255,7 +300,6 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
             if uncertainty:
                 _, std = tta_std(predictor, lr)
                 written.append(write_ome_tiff(next(targets), std.astype(np.float32), pixel_um / 2))
-    return written
 
 
 def evaluate_package(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,

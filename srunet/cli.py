@@ -1,4 +1,4 @@
-"""Thin command line: ``srunet simulate | train | package | predict | evaluate``.
+"""Thin command line: ``srunet simulate | pairs | train | package | register | predict | evaluate``.
 
 Parsing only; each subcommand imports its (heavy) module after the arguments are parsed.
 """
@@ -10,13 +10,35 @@ import os
 import sys
 from pathlib import Path
 
+from srunet.files import check_output_dir, check_output_file
+
+# Rough sizes for the free-space check (uint16 TIFFs): a simulated pair of up to 512^2 HR px.
+PAIR_BYTES = 700_000
+
+def _repo_root() -> Path:
+    """The source checkout this module runs from (srunet/ sits at its root)."""
+    return Path(__file__).resolve().parent.parent
+
 
 def default_model() -> Path:
-    """The package at the repository root (``rdf.yaml``), the default for predict/evaluate."""
-    return Path(__file__).resolve().parent.parent / "rdf.yaml"  # srunet/ sits at the root
+    """The default package of predict/evaluate.
+
+    In a source checkout (editable install) the root ``rdf.yaml``; in an installed wheel the
+    copy shipped as package data, ``srunet/model/release/rdf.yaml`` (same description, plain
+    file names; ``export_release`` writes both).
+    """
+    root = _repo_root() / "rdf.yaml"
+    if root.is_file():
+        return root
+    import srunet.model  # an empty __init__: cheap
+
+    return Path(srunet.model.__file__).resolve().parent / "release" / "rdf.yaml"
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    # Before the (slow) import and simulation: a bad output fails in a second.
+    check_output_dir(args.out, overwrite=args.overwrite, what="simulation output folder",
+                     need_bytes=args.pairs * PAIR_BYTES * (2 if args.repeats else 1))
     from srunet.training.simulate import simulate_dataset
 
     manifest = simulate_dataset(args.out, pairs=args.pairs, seed=args.seed, workers=args.workers,
@@ -27,40 +49,95 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from srunet.training.config import load_config
-    from srunet.training.train import train
 
     config = load_config(args.config, args.overrides, data_dir=args.data, out_dir=args.out,
                          tracking_uri=args.tracking_uri)
+    _check_train_outputs(config)
+    from srunet.training.tracking import check_server
+
+    check_server(config.tracking.tracking_uri or "")  # a lost server fails here, in seconds
+    from srunet.training.train import train  # torch, mlflow: seconds to import
+
     result = train(config, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 tracks and saves
         print(f"MLflow store: {result.tracking_uri} (run {result.run_id})")
         print(f"best checkpoint: {result.best_checkpoint}")
+        if result.tracking_uri.startswith("sqlite:///"):
+            print(f"look at the runs: mlflow ui --backend-store-uri {result.tracking_uri} "
+                  "(then open http://127.0.0.1:5000)")
     return 0
+
+
+def _check_train_outputs(config) -> None:
+    """The run folder, its checkpoints/ and a local sqlite store must be writable.
+
+    Without this, MLflow retries a read-only sqlite store for ~2 minutes before failing.
+    """
+    from srunet.store import default_tracking_uri
+
+    out = Path(config.out_dir)
+    check_output_dir(out, may_exist=True, what="training run folder (--out)")
+    check_output_dir(out / "checkpoints", may_exist=True, what="checkpoint folder")
+    uri = config.tracking.tracking_uri or default_tracking_uri(out)
+    if uri.startswith("sqlite:///"):
+        store = Path(uri[len("sqlite:///"):])
+        check_output_dir(store.parent, may_exist=True, what="MLflow store folder")
+        if store.is_dir():
+            raise IsADirectoryError(f"the MLflow store {store} is a folder, not a sqlite file; "
+                                    "move it away or pass another --tracking-uri")
+        if store.is_file() and not os.access(store, os.W_OK):
+            raise PermissionError(f"the MLflow store {store} is read-only; fix its permissions "
+                                  "(chmod u+w) or pass another --out / --tracking-uri")
 
 
 def _package(args: argparse.Namespace) -> int:
     if (args.out is None) == (not args.release):
         raise ValueError("give exactly one of --out DIR_OR_ZIP or --release")
+    if args.release:
+        root = _repo_root()
+        if not (root / "pyproject.toml").is_file():
+            raise ValueError(f"--release writes the repository's release, but srunet runs from "
+                             f"an installed copy ({root}); run it from a source checkout or use "
+                             "--out DIR_OR_ZIP")
+        check_output_file(root / "rdf.yaml", overwrite=args.overwrite, what="release description")
+        check_output_dir(root / "model" / "release", overwrite=args.overwrite,
+                         what="release folder")
+    elif args.out.suffix.lower() == ".zip":
+        check_output_file(args.out, overwrite=args.overwrite, what="package zip (--out)")
+    else:
+        check_output_dir(args.out, overwrite=args.overwrite, what="package folder (--out)")
     from srunet.model.checkpoint import build_model, load_checkpoint
-    from srunet.model.package import (SAMPLE_SEED, build_package, export_release, sample_lr_size,
-                                      tiling_geometry)
+    from srunet.model.package import (PROJECT_PUBLICATION, SAMPLE_SEED, build_package,
+                                      export_release, sample_lr_size, tiling_geometry)
+    from srunet.model.publication import load_publication
+    from srunet.model.release import checkpoint_from_package
     from srunet.training.simulate import simulate_pair
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    publication = load_publication(args.publication or PROJECT_PUBLICATION)
+    if args.checkpoint.suffix.lower() in (".yaml", ".yml"):
+        # Re-export a written package (e.g. the release with new metadata) from its weights.
+        checkpoint = checkpoint_from_package(args.checkpoint)
+    else:
+        checkpoint = load_checkpoint(args.checkpoint)
     # The package's test/sample tensors, cover and card metrics come from one simulated pair.
     size = sample_lr_size(tiling_geometry(build_model(checkpoint)))
     sample = simulate_pair(seed=SAMPLE_SEED, hr_size=2 * size)
     if args.release:
-        path = export_release(checkpoint, default_model().parent, sample=sample,
+        path = export_release(checkpoint, _repo_root(), sample=sample, publication=publication,
                               overwrite=args.overwrite, run_test=not args.no_test)
     else:
         path = build_package(checkpoint, args.out, sample=sample, overwrite=args.overwrite,
-                             run_test=not args.no_test)
+                             run_test=not args.no_test, publication=publication)
     print(f"package written {'(not tested)' if args.no_test else 'and validated'}: {path}")
+    missing = publication.missing_for_upload()
+    if missing:
+        print(f"before uploading to bioimage.io, add to {args.publication or PROJECT_PUBLICATION}: "
+              + "; ".join(missing) + " (docs/packaging.md)")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, may_exist=True, what="prediction output folder (--out)")
     from srunet.model.predict import predict_files
 
     outputs = predict_files(args.inputs, model=args.model or default_model(), out_dir=args.out,
@@ -72,6 +149,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, overwrite=args.overwrite, what="report folder (--out)")
     from srunet.model.predict import evaluate_package
 
     summary = evaluate_package(args.model or default_model(), lr_dir=args.lr, hr_dir=args.hr,
@@ -81,11 +159,55 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(args: argparse.Namespace) -> int:
+    from srunet.training.pairs import Limits, register_folder
+
+    limits = Limits(min_overlap=args.min_overlap, min_correlation=args.min_correlation,
+                    max_saturation=args.max_saturation)
+    rows = register_folder(args.raw, args.out, overwrite=args.overwrite, limits=limits)
+    for row in rows:
+        if row.status != "ok":
+            print(f"rejected: {row.reason}", file=sys.stderr)
+    ok = sum(row.status == "ok" for row in rows)
+    print(f"registered {ok} of {len(rows)} pairs into {args.out} (QC: {args.out / 'qc.csv'}, "
+          f"figures: {args.out / 'figures'})")
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    register = {"--package": args.package, "--run-id": args.run_id, "--name": args.name,
+                "--metrics": args.metrics, "--alias": args.alias or None}
+    if args.download is not None:
+        given = [flag for flag, value in register.items() if value is not None]
+        if given or args.out is None:
+            raise ValueError("--download NAME@ALIAS_OR_VERSION takes --out DIR (and the store), "
+                             f"not {', '.join(given) or 'nothing else'}")
+    else:
+        missing = [flag for flag in ("--package", "--run-id", "--name") if register[flag] is None]
+        if missing or args.out is not None:
+            raise ValueError("register needs --package, --run-id and --name (missing: "
+                             f"{', '.join(missing) or 'none'}); --out goes with --download")
+    from srunet.training.registry import download_version, register_package, store_uri
+
+    uri = store_uri(args.store, args.tracking_uri)
+    if args.download is not None:
+        path = download_version(args.download, args.out, tracking_uri=uri,
+                                overwrite=args.overwrite)
+        print(f"downloaded {args.download}: {path}")
+        return 0
+    done = register_package(args.package, run_id=args.run_id, name=args.name, tracking_uri=uri,
+                            aliases=args.alias or (), metrics=args.metrics)
+    print(f"registered {done.name} version {done.version} (aliases: "
+          f"{', '.join(done.aliases) or 'none'}); parent: {done.tags['parent']}; files: "
+          f"{done.source}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srunet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("simulate", help="simulate confocal/ISM training pairs (ACQUISITION.md)")
+    p = sub.add_parser("simulate", help="simulate confocal/ISM training pairs (docs/acquisition.md)")
     p.add_argument("out", type=Path, help="output folder (gets lr/, hr/, manifest.json)")
     p.add_argument("--pairs", type=int, default=16, help="number of image pairs (default 16)")
     p.add_argument("--seed", type=int, default=0, help="master seed; pair k uses seed+k")
@@ -107,7 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("package", help="write and validate a bioimage.io model package")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="checkpoint .pt, or a package's rdf.yaml to re-export from its weights")
+    p.add_argument("--publication", type=Path, default=None,
+                   help="authors, maintainers, git_repo, cite, tags, training data (YAML; "
+                        "default: training/publication.yaml, see docs/packaging.md)")
     p.add_argument("--out", type=Path, default=None, help="folder, or a .zip file")
     p.add_argument("--release", action="store_true",
                    help="write the repository's release: rdf.yaml at the root, files in model/release/")
@@ -123,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consistency", action="store_true",
                    help="also write a physics-consistency map beside each output")
     p.add_argument("--uncertainty", action="store_true",
-                   help="also write a test-time-augmentation uncertainty map")
+                   help="also write a test-time-augmentation spread map: relative, not "
+                        "calibrated (it underestimates the error several-fold; `srunet evaluate` "
+                        "measures by how much on your pairs)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="QC report of a package on paired LR/HR data")
@@ -137,6 +265,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="log the report to this MLflow store")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("pairs", help="register raw confocal/ISM pairs onto the exact 2x grid, with QC")
+    p.add_argument("raw", type=Path, help="folder with lr/ and hr/ (raw pairs, paired by name)")
+    p.add_argument("--out", type=Path, required=True, help="registered dataset folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--min-overlap", type=float, default=0.5, help="share of the LR field (0.5)")
+    p.add_argument("--min-correlation", type=float, default=0.6,
+                   help="Pearson after registration (0.6)")
+    p.add_argument("--max-saturation", type=float, default=0.01,
+                   help="share of pixels at the image maximum (0.01)")
+    p.set_defaults(func=_pairs)
+
+    p = sub.add_parser("register", help="register a package of a tracked run in the MLflow "
+                       "model registry, with its lineage; or --download a version")
+    p.add_argument("--package", type=Path, default=None, help="package folder or .zip")
+    p.add_argument("--run-id", default=None, help="the `srunet train` run that made it")
+    p.add_argument("--name", default=None, help="registered model name, e.g. srunet-kidney")
+    p.add_argument("--alias", action="append", default=None,
+                   help="move this alias (e.g. champion) to the new version; repeatable")
+    p.add_argument("--metrics", type=Path, default=None,
+                   help="report.json of `srunet evaluate` on held-out data (heldout_* tags)")
+    store = p.add_mutually_exclusive_group(required=True)
+    store.add_argument("--store", type=Path, default=None,
+                       help="run folder of `srunet train --out` (its mlflow.db)")
+    store.add_argument("--tracking-uri", default=None, help="MLflow tracking URI of the run")
+    p.add_argument("--download", default=None, metavar="NAME@ALIAS_OR_VERSION",
+                   help="instead: download that version's package.zip and rdf.yaml to --out")
+    p.add_argument("--out", type=Path, default=None, help="download folder (with --download)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_register)
     return parser
 
 
@@ -144,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        # Bad input: the message says what, where and how to fix it; no traceback needed.
+    except (ValueError, OSError) as error:
+        # Bad input or output location (OSError: missing, existing, unwritable, full): the
+        # message says what, where and how to fix it; no traceback needed.
+        if isinstance(error, OSError) and error.strerror and error.filename:  # raw OS error
+            error = f"{error.filename}: {error.strerror}"
         print(f"srunet {args.command}: error: {error}", file=sys.stderr)
         return 2
 

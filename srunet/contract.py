@@ -1,4 +1,4 @@
-"""The acquisition contract (../shared/ACQUISITION.md) as numbers, in one place.
+"""The acquisition contract (docs/acquisition.md) as numbers, in one place.
 
 The simulator draws from these ranges, the model card quotes them, and the physics-consistency
 check uses the PSF widths. Lengths in nanometres unless the name says otherwise.
@@ -53,9 +53,9 @@ def psf_difference_sigma_nm(setting: str = DEFAULT_SETTING) -> float:
     return math.sqrt(fwhm_to_sigma(confocal) ** 2 - fwhm_to_sigma(ism) ** 2)
 
 
-# --- Simulator (training/simulate.py, optics.py); from the optics table of ACQUISITION.md ---
+# --- Simulator (training/simulate.py, optics.py); from the optics table of docs/acquisition.md ---
 DEFAULT_PINHOLE_AU = 1.1  # the table's confocal FWHMs are quoted for a ~1.1 AU pinhole
 DEFAULT_REASSIGNMENT = 0.47  # the table's ISM FWHMs are quoted for reassignment ~0.47
 ISM_DETECTOR_AU = 1.25  # ISM detector diameter
-# sCMOS conversion gain (ADU per electron): not in ACQUISITION.md; camera-typical range
+# sCMOS conversion gain (ADU per electron): not in docs/acquisition.md; camera-typical range
 LR_GAIN_ADU_PER_E = (0.5, 2.5)

@@ -54,6 +54,9 @@ def find_pairs(lr_dir, hr_dir) -> list[PairFiles]:
     """
     lr_dir, hr_dir = Path(lr_dir), Path(hr_dir)
     for folder in (lr_dir, hr_dir):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file, not a folder; pass the folder that "
+                                     "holds the .tif images (e.g. DATA/lr and DATA/hr)")
         if not folder.is_dir():
             raise FileNotFoundError(f"data folder {folder} does not exist")
 

@@ -32,7 +32,7 @@ def tiny_checkpoint(tmp_path_factory):
     model = SRUNet(**kwargs)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", {
         "model_kwargs": kwargs, "model_state": model.state_dict(),
-        "normalization": {"lr_percentiles": [1.0, 99.8], "hr_percentiles": [1.0, 99.8]},
+        "normalization": {"method": "mean_std", "eps": 1e-6},
         "config": {}})
 
 

@@ -7,6 +7,7 @@ import tifffile
 from srunet.geometry import lr_to_hr
 from srunet.tiff import find_pairs
 from srunet.training import dataset as ds
+from srunet.training.config import DataConfig
 
 
 def box_sum(hr):
@@ -25,6 +26,11 @@ def write_pairs(root, count=3, lr_shape=(48, 40), seed=0):
     return root
 
 
+def percentiles(pair, method="percentiles"):
+    """Data config normalising LR and HR by the percentiles ``pair``."""
+    return DataConfig(normalization=method, lr_percentiles=pair, hr_percentiles=pair)
+
+
 @pytest.fixture
 def pairs(tmp_path):
     root = write_pairs(tmp_path / "data")
@@ -39,7 +45,7 @@ def test_lr_to_hr_is_the_2x_mapping():
 
 @pytest.mark.parametrize("transform", range(8))
 def test_tiles_are_aligned_to_the_pixel(pairs, transform):
-    image = ds.ImagePair.load(pairs[0], (0, 100), (0, 100), tile=16)
+    image = ds.ImagePair.load(pairs[0], percentiles((0, 100)), 16)
     image.lr_range = image.hr_range = (0.0, 1.0)  # identity normalisation: raw values
     for y, x in [(0, 0), (7, 13), (32, 24)]:
         lr, hr = image.tile(y, x, 16, transform)
@@ -51,18 +57,18 @@ def test_tiles_are_aligned_to_the_pixel(pairs, transform):
 
 
 def test_images_are_memory_mapped(pairs):
-    image = ds.ImagePair.load(pairs[0], (1, 99.8), (1, 99.8), tile=16)
+    image = ds.ImagePair.load(pairs[0], percentiles((1, 99.8)), 16)
     assert isinstance(image.lr, np.memmap) and isinstance(image.hr, np.memmap)
 
 
 def test_normalisation_uses_the_declared_percentiles(pairs):
-    image = ds.ImagePair.load(pairs[0], (1, 99.8), (1, 99.8), tile=16)
+    image = ds.ImagePair.load(pairs[0], percentiles((1, 99.8)), 16)
     low, high = np.percentile(np.asarray(image.lr, dtype=np.float32), (1, 99.8))
     assert image.lr_range == pytest.approx((low, high))
 
 
 def test_dataset_is_deterministic_per_seed(pairs):
-    images = ds.load_images(pairs, (1, 99.8), (1, 99.8), 16)
+    images = ds.load_images(pairs, percentiles((1, 99.8)), 16)
     a = ds.TileDataset(images, 16, 32, seed=3)
     b = ds.TileDataset(images, 16, 32, seed=3)
     c = ds.TileDataset(images, 16, 32, seed=4)
@@ -70,8 +76,7 @@ def test_dataset_is_deterministic_per_seed(pairs):
     assert specs == [b.spec(i) for i in range(32)]
     assert specs != [c.spec(i) for i in range(32)]
     assert np.array_equal(a[5][0].numpy(), b[5][0].numpy())
-    a.set_epoch(1)
-    assert specs != [a.spec(i) for i in range(32)]  # a new epoch draws new tiles
+    assert specs != [a.spec(a.tiles_per_epoch + i) for i in range(32)]  # epoch 1: new tiles
     assert {a.spec(i)[3] for i in range(200)} == set(range(8))  # all 8 dihedral transforms
 
 
@@ -82,7 +87,7 @@ def test_foreground_sampling_prefers_signal(tmp_path):
     hr[:64, :64] = 1000.0  # signal only in one corner
     tifffile.imwrite(tmp_path / "hr" / "a.tif", hr)
     tifffile.imwrite(tmp_path / "lr" / "a.tif", box_sum(hr))
-    images = ds.load_images(find_pairs(tmp_path / "lr", tmp_path / "hr"), (1, 99.8), (1, 99.8), 16)
+    images = ds.load_images(find_pairs(tmp_path / "lr", tmp_path / "hr"), percentiles((1, 99.8)), 16)
     tiles = ds.TileDataset(images, 16, 400, seed=0, foreground_fraction=0.9)
     corner = np.mean([y < 32 and x < 32 for _, y, x, _ in map(tiles.spec, range(400))])
     assert corner > 0.6  # uniform sampling would give ~(32/113)^2 = 8 %
@@ -100,20 +105,43 @@ def test_bad_pairs_raise_clear_errors(tmp_path):
     tifffile.imwrite(root / "hr" / "img1.tif", np.ones((95, 80), np.float32) * 3)
     pairs = find_pairs(root / "lr", root / "hr")
     with pytest.raises(ValueError, match=r"img1\.tif.*exactly 2x"):
-        ds.ImagePair.load(pairs[1], (1, 99), (1, 99), 16)
+        ds.ImagePair.load(pairs[1], percentiles((1, 99)), 16)
 
     tifffile.imwrite(root / "hr" / "img1.tif", np.full((96, 80), 7, np.float32))
     with pytest.raises(ValueError, match=r"img1\.tif is constant"):
-        ds.ImagePair.load(pairs[1], (1, 99), (1, 99), 16)
+        ds.ImagePair.load(pairs[1], percentiles((1, 99)), 16)
 
     bad = np.ones((96, 80), np.float32)
     bad[3, 4] = np.nan
     tifffile.imwrite(root / "hr" / "img1.tif", bad)
     with pytest.raises(ValueError, match=r"img1\.tif contains NaN"):
-        ds.ImagePair.load(pairs[1], (1, 99), (1, 99), 16)
+        ds.ImagePair.load(pairs[1], percentiles((1, 99)), 16)
 
     (root / "hr" / "img1.tif").unlink()
     with pytest.raises(ValueError, match=r"without HR: \['img1'\]"):
         find_pairs(root / "lr", root / "hr")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         find_pairs(root / "nope", root / "hr")
+
+
+def test_mean_std_normalisation_puts_the_target_into_the_input_units(tmp_path):
+    """mean_std: LR becomes zero mean / unit variance (as zoo consumers compute it), and the HR
+    target is mapped so that degrading it to the LR grid gives back the normalised LR."""
+    from scipy.ndimage import gaussian_filter
+
+    from srunet.evaluation.consistency import degrade_to_lr
+
+    rng = np.random.default_rng(3)
+    hr = (gaussian_filter(rng.random((96, 80)), 3.0) * 400 + 20).astype(np.float32)  # photons
+    lr = (degrade_to_lr(hr) * 2.5 + 100.0).astype(np.float32)  # camera ADU: gain and offset
+    (tmp_path / "lr").mkdir(), (tmp_path / "hr").mkdir()
+    tifffile.imwrite(tmp_path / "lr" / "a.tif", lr)
+    tifffile.imwrite(tmp_path / "hr" / "a.tif", hr)
+    (files,) = find_pairs(tmp_path / "lr", tmp_path / "hr")
+    image = ds.ImagePair.load(files, DataConfig(normalization="mean_std"), 16)
+    lr_n = (lr - image.lr_range[0]) / (image.lr_range[1] - image.lr_range[0])
+    assert abs(lr_n.mean()) < 1e-5 and abs(lr_n.std() - 1) < 1e-4
+    hr_n = (hr - image.hr_range[0]) / (image.hr_range[1] - image.hr_range[0])
+    np.testing.assert_allclose(degrade_to_lr(hr_n), lr_n, atol=1e-3)
+    with pytest.raises(ValueError, match="same field"):
+        ds.target_range(lr, -hr, image.lr_range, tmp_path / "hr" / "a.tif")

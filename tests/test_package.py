@@ -10,7 +10,7 @@ What "whole" means: `srunet.model.predict` runs core's preprocessing once on the
 and then either core's blockwise or core's untiled prediction on the *same* normalised tensor,
 so tiled-vs-whole compares the same normalisation (core's own untiled path would take
 percentiles of a halo-padded image, ~0.3 % off). Independently, the interior is compared with
-the eager PyTorch network on an image normalised by hand with the same percentiles.
+the eager PyTorch network on an image normalised by hand with the same statistics.
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ def test_bioimageio_cli_test_passes(tiny_package):
 
 
 def test_description_geometry(tiny_descr, tiny_checkpoint):
-    """Scale encoding 4.0/2.0, halo from geometry, block grid = pooling grid, percentiles."""
+    """Scale encoding 4.0/2.0, halo from geometry, block grid = network grid, and the
+    zero-mean/unit-variance preprocessing every consumer computes alike."""
     from srunet.model.checkpoint import build_model, load_checkpoint
 
     checkpoint = load_checkpoint(tiny_checkpoint)
@@ -157,8 +158,9 @@ def test_description_geometry(tiny_descr, tiny_checkpoint):
         size = in_axes[str(axis.id)].size
         assert size.step % build_model(checkpoint).grid == 0 and size.min == blocks.min
         assert 2 * size.min - 2 * axis.halo >= 1
-    kwargs = [p for p in tiny_descr.inputs[0].preprocessing if p.id == "scale_range"][0].kwargs
-    assert [kwargs.min_percentile, kwargs.max_percentile] == checkpoint["normalization"]["lr_percentiles"]
+    (step,) = tiny_descr.inputs[0].preprocessing
+    assert step.id == "zero_mean_unit_variance" and checkpoint["normalization"]["method"] == "mean_std"
+    assert [str(a) for a in step.kwargs.axes] == ["y", "x"] and step.kwargs.eps == 1e-6
     assert tiny_descr.config.model_extra["deepimagej"]["allow_tiling"] is True
     assert tiny_descr.weights.onnx.opset_version <= 18
 
@@ -170,16 +172,19 @@ def test_tiled_equals_whole_all_formats_odd_size(tiny_descr):
 
 @pytest.mark.slow
 def test_matches_eager_network_in_interior(tiny_descr, tiny_checkpoint):
-    """Independent of core: eager SRUNet on a hand-normalised image, away from the border."""
+    """Independent of core: eager SRUNet on a hand-normalised image, away from the border; the
+    package's output, back in the input's units, is the eager output times (std + eps) plus
+    the mean."""
     from srunet.model.checkpoint import build_model, load_checkpoint
 
     checkpoint = load_checkpoint(tiny_checkpoint)
     model = build_model(checkpoint)
     image = _image((150, 170))
-    low, high = np.percentile(image, checkpoint["normalization"]["lr_percentiles"])
-    normalised = (image - low) / (high - low + 1e-6)  # core's scale_range (eps 1e-6)
+    mean, std = image.astype(np.float64).mean(), image.astype(np.float64).std()
+    normalised = (image - mean) / (std + 1e-6)  # zero_mean_unit_variance (eps 1e-6)
     with torch.no_grad():
         eager = model(torch.from_numpy(normalised.astype(np.float32))[None, None])[0, 0].numpy()
+    eager = eager * (std + 1e-6) + mean
     border = tiling_geometry(model).output_halo
     core = predict_image(tiny_descr, image, block_lr=_block_sizes(tiny_descr)[1])
     inner = (slice(border, -border), slice(border, -border))
@@ -243,6 +248,63 @@ def test_halo_covers_measured_receptive_field(tiny_descr, tiny_checkpoint):
     assert 0 < reach <= model.receptive_radius() <= declared, (reach, model.receptive_radius(), declared)
 
 
+def test_declared_halo_is_the_measured_exact_need(tiny_descr, tiny_checkpoint):
+    """The package declares the gradient support of its weights, not a formula's over-count;
+    for the phase-free network that support equals the receptive radius exactly."""
+    from srunet.model.checkpoint import build_model, load_checkpoint
+    from srunet.model.package import measured_radius
+
+    model = build_model(load_checkpoint(tiny_checkpoint))
+    assert model.grid == 1
+    assert package_blocks(tiny_descr).halo == measured_radius(model) == model.receptive_radius()
+
+
+def test_measured_radius_catches_an_undercounting_formula(tiny_checkpoint):
+    from srunet.model.checkpoint import build_model, load_checkpoint
+    from srunet.model.package import measured_radius
+
+    model = build_model(load_checkpoint(tiny_checkpoint))
+    model.receptive_radius = lambda: 3  # a formula that forgot most layers
+    with pytest.raises(RuntimeError, match="fix the formula"):
+        measured_radius(model)
+
+
+@pytest.mark.parametrize("weights_format", FORMATS)
+def test_tile_offset_exact_in_every_weight_format(tiny_package, weights_format):
+    """A tile may start at any pixel: the output of an input shifted by s = 1..7 px equals the
+    shifted output in the interior (< 1e-3 of the range; the network is phase-free, so this
+    is float rounding), for the weight files consumers actually run."""
+    from srunet.model.export import WEIGHT_FILES
+
+    folder = tiny_package.parent
+    path = folder / WEIGHT_FILES[weights_format]
+    if weights_format == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        run = lambda x: session.run(None, {"input": x[None, None]})[0][0, 0]  # noqa: E731
+    else:
+        from srunet.model.unet import SRUNet
+
+        if weights_format == "torchscript":
+            network = torch.jit.load(str(path))
+        else:  # what a consumer does: the architecture file's class, the rdf's kwargs
+            kwargs = load_model(tiny_package).weights.pytorch_state_dict.architecture.kwargs
+            network = SRUNet(**kwargs).eval()
+            network.load_state_dict(torch.load(path, weights_only=True))
+        run = lambda x: network(torch.from_numpy(x)[None, None])[0, 0].detach().numpy()  # noqa: E731
+    image = (_image((120, 130)) / 1000.0).astype(np.float32)
+    whole = run(image)
+    margin = 2 * (package_blocks(load_model(tiny_package)).halo + 8)  # output px
+    worst = 0.0
+    for s in range(1, 8):
+        shifted = run(np.ascontiguousarray(image[s:, s:]))
+        a = whole[2 * s:, 2 * s:][margin:-margin, margin:-margin]
+        b = shifted[margin:-margin, margin:-margin]
+        worst = max(worst, float(np.abs(a - b).max()) / float(np.ptp(whole)))
+    assert worst < 1e-3, f"{weights_format}: shifted input changes the output by {worst:.2e}"
+
+
 def test_build_refuses_overwrite(tiny_checkpoint, tiny_package, make_pair):
     with pytest.raises(FileExistsError, match="overwrite"):
         build_package(tiny_checkpoint, tiny_package.parent, run_test=False, sample=make_pair(1))
@@ -273,8 +335,25 @@ def test_export_release_layout(tiny_checkpoint, tmp_path, make_pair):
 
     rdf = export_release(tiny_checkpoint, tmp_path, run_test=True, sample=make_pair(2))
     assert rdf == tmp_path / "rdf.yaml"
-    assert not (tmp_path / "model" / "release" / "rdf.yaml").exists()
+    # The release's own rdf.yaml (what the wheel ships) is the root one with plain file names.
+    inner = tmp_path / "model" / "release" / "rdf.yaml"
+    assert inner.read_text() == rdf.read_text().replace("model/release/", "")
     assert "model/release/weights.onnx" in rdf.read_text()
+    assert "format_version: 0.5.10" in rdf.read_text()  # the zoo runner's spec reads it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "rdf.yaml"]  # no leftovers
     with pytest.raises(FileExistsError):
         export_release(tiny_checkpoint, tmp_path, run_test=False, sample=make_pair(2))
+
+
+@pytest.mark.slow
+def test_reexport_from_package_keeps_weights(tiny_package, tmp_path, make_pair):
+    """`srunet package --checkpoint rdf.yaml`: same weights, same test tensors, same card table."""
+    from srunet.model.release import checkpoint_from_package
+
+    checkpoint = checkpoint_from_package(tiny_package)
+    again = build_package(checkpoint, tmp_path / "again", run_test=False, sample=make_pair(1))
+    for name in ("weights.pt", "unet.py", "test_input.npy"):
+        assert (again.parent / name).read_bytes() == (tiny_package.parent / name).read_bytes(), name
+    for name in ("test_output.npy",):
+        np.testing.assert_allclose(np.load(again.parent / name), np.load(tiny_package.parent / name),
+                                   rtol=0, atol=1e-6)

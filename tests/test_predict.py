@@ -115,3 +115,39 @@ def test_consistency_and_uncertainty_maps(tiny_package, tmp_path):
     assert _pixel_um(outs[1]) == pytest.approx(0.085)
     assert tifffile.imread(outs[2]).shape == (140, 180)
     assert _pixel_um(outs[2]) == pytest.approx(0.0425)
+
+
+def test_wrong_model_leaves_no_empty_output_folder(tmp_path):
+    source = _write_ome(tmp_path / "cell.ome.tif", _raw(), 0.085)
+    with pytest.raises(FileNotFoundError, match="missing.yaml does not exist"):
+        predict_files([source], model=tmp_path / "missing.yaml", out_dir=tmp_path / "out" / "sr")
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_prediction_removes_the_folder_it_created(tiny_package, tmp_path, monkeypatch):
+    from srunet.model import predict as module
+
+    source = _write_ome(tmp_path / "cell.ome.tif", _raw(), 0.085)
+
+    def crash(self, image):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(module.Predictor, "__call__", crash)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict_files([source], model=tiny_package, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["constant", "near-empty"])
+def test_flat_image_warns(tiny_package, tmp_path, kind):
+    image = np.full((64, 64), 100, np.uint16)
+    if kind == "near-empty":
+        image[3, 5] = 4000  # one hot pixel in an empty frame
+    source = _write_ome(tmp_path / f"{kind}.ome.tif", image, 0.085)
+    with pytest.warns(UserWarning, match=rf"{kind}.ome.tif: the image is .*constant.*meaningless"):
+        [out] = predict_files([source], model=tiny_package, out_dir=tmp_path / "out")
+    assert out.is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a real image raises no such warning
+        predict_files([_write_ome(tmp_path / "ok.ome.tif", _raw(), 0.085)], model=tiny_package,
+                      out_dir=tmp_path / "out2")

@@ -193,7 +193,7 @@ def test_end_to_end_through_a_real_package(tmp_path):
     checkpoint = save_checkpoint(tmp_path / "model.pt", {
         "model_kwargs": {"depth": 2, "base_channels": 8},
         "model_state": SRUNet(depth=2, base_channels=8).state_dict(),
-        "normalization": {"lr_percentiles": [1.0, 99.8], "hr_percentiles": [1.0, 99.8]},
+        "normalization": {"method": "mean_std", "eps": 1e-6},
         "config": {}})
     package = build_package(checkpoint, tmp_path / "package", run_test=False,
                             sample=dict(zip(("lr", "hr"), make_pair(11, size=128)[1:])))
@@ -221,3 +221,79 @@ def test_evaluate_uses_second_realisations_for_two_image_frc(tmp_path):
     with pytest.raises(ValueError, match="both"):
         report.evaluate_folders(predict, lr_dir=data / "lr", hr_dir=data / "hr", out_dir=tmp_path / "o2",
                         lr_repeat_dir=data / "lr_repeat")
+
+
+def _rotation_biased(lr):
+    """A non-equivariant stand-in model: its output depends on the input's orientation."""
+    out = predict(lr)
+    return out + 0.05 * np.ptp(out) * np.linspace(0, 1, out.shape[1])[None, :]
+
+
+def test_summary_explains_flags_and_uncertainty_is_relative(tmp_path):
+    from srunet import contract
+
+    summary = report.evaluate_arrays([make_pair(7)], _rotation_biased, tmp_path / "r", tta=True)
+    text = summary.read_text()
+    data = json.loads((summary.parent / "report.json").read_text())
+    ratio = data["overall"]["tta_calibration_ratio"]
+    assert "### What the flags mean and what to do" in text
+    assert f"finer than the {contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm" in text
+    assert "do not interpret structures smaller" in text  # the action, not only the finding
+    assert "**relative** map" in text and f"about {ratio:.0f}-fold" in text
+    assert "not calibrated" in text
+
+
+def test_figure_has_scale_bars_unit_colour_bars_and_no_empty_cells(tmp_path):
+    from matplotlib.figure import Figure
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    from srunet.evaluation import figures
+
+    captured = {}
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):  # inspect the figure the report draws
+        captured["fig"] = self
+        return original(self, *args, **kwargs)
+
+    name, lr, hr = make_pair(8)
+    error = predict(lr) - hr
+    freq = np.linspace(0, 0.0117, 20)
+    for std in (None, np.abs(error) * 0.1):
+        Figure.savefig = keep
+        try:
+            figures.pair_figure(tmp_path / "f.png", lr=lr, bicubic=hr, sr=hr, hr=hr, error=error,
+                                consistency=np.abs(lr - lr.mean()), title=name, std=std,
+                                std_ratio=6.8, frc_curves={"LR": (freq, np.exp(-freq * 300))})
+        finally:
+            Figure.savefig = original
+        fig = captured["fig"]
+        images = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+        assert len(images) == (7 if std is not None else 6)
+        for ax in images:
+            bars = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+            assert len(bars) == 1 and "µm" in bars[0].txt_label.get_text(), ax.get_title()
+        colour_bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        labels = [ax.get_ylabel() for ax in colour_bars]
+        assert all(labels) and any("target units" in lab for lab in labels)
+        if std is not None:
+            assert any("underestimates" in lab and "~7-fold" in lab for lab in labels)
+        # layout: the axes cover the figure width in both rows (no empty grid cell)
+        for row in ({ax for ax in fig.axes if ax.get_position().y0 > 0.5},
+                    {ax for ax in fig.axes if ax.get_position().y0 <= 0.5}):
+            right = max(ax.get_position().x1 for ax in row)
+            left = min(ax.get_position().x0 for ax in row)
+            assert left < 0.08 and right > 0.9, (left, right)
+        assert any("share one grey scale" in text.get_text() for text in fig.texts)  # legend
+
+
+def test_constant_image_is_named(tmp_path):
+    lr_dir, hr_dir = tmp_path / "lr", tmp_path / "hr"
+    lr_dir.mkdir()
+    hr_dir.mkdir()
+    _, lr, hr = make_pair(9)
+    tifffile.imwrite(lr_dir / "flat.tif", np.full_like(lr, 7))
+    tifffile.imwrite(hr_dir / "flat.tif", hr)
+    with pytest.raises(ValueError, match=r"lr/flat.tif: the image is constant .*'flat'"):
+        report.evaluate_folders(predict, lr_dir=lr_dir, hr_dir=hr_dir, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -50,7 +50,7 @@ def test_two_step_run_is_tracked_in_mlflow(sim_data, tmp_path):
     local = client.download_artifacts(result.run_id, "checkpoints/best.pt", str(tmp_path))
     checkpoint = load_checkpoint(local)
     assert checkpoint["step"] == 2 and checkpoint["model_kwargs"]["depth"] == 2
-    assert checkpoint["normalization"]["lr_percentiles"] == [1.0, 99.8]
+    assert checkpoint["normalization"] == {"method": "mean_std", "eps": 1e-6}  # the default
     model = build_model(checkpoint)
     assert model(torch.zeros(1, 1, 9, 11)).shape == (1, 1, 18, 22)
 
@@ -116,3 +116,17 @@ def test_fine_tuning_from_a_bare_state_dict_checks_shapes(sim_data, tmp_path):
         assert torch.allclose(value, tuned_state[key], atol=1e-6), key
     with pytest.raises(ValueError, match="does not fit the model section"):
         run(sim_data, tmp_path / "c", "model.base_channels=4", f"train.init_from={bare}")
+
+
+def test_step_validation_and_wall_clock_budget(sim_data, tmp_path):
+    """train.val_every validates between epoch ends; train.max_minutes ends the schedule early
+    (fitted after the first validation) and the loop reports where its wall time went."""
+    _, result = run(sim_data, tmp_path / "budget", "train.epochs=50", "train.val_every=1",
+                    "train.max_minutes=0.05")
+    checkpoint = load_checkpoint(result.last_checkpoint)
+    assert 1 <= checkpoint["step"] < 100  # 50 epochs x 2 steps configured, 3 s allowed
+    assert checkpoint["state"]["budget_fitted"]
+    assert checkpoint["state"]["schedule_total"] == checkpoint["step"]
+    shares = result.time_shares
+    assert set(shares) == {"time_share_steps", "time_share_data", "time_share_validation"}
+    assert abs(sum(shares.values()) - 1) < 1e-6 and shares["time_share_validation"] > 0

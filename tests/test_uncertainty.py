@@ -80,3 +80,29 @@ def test_calibration_validates_input():
         uncertainty.calibration(np.ones((4, 4)), np.ones((4, 5)))
     constant = uncertainty.calibration(np.zeros((4, 4)), np.ones((4, 4)))
     assert constant["counts"].sum() == 16
+
+
+def test_spread_is_labelled_relative_with_the_measured_underestimate(tmp_path):
+    from matplotlib.figure import Figure
+
+    from srunet.evaluation.figures import spread_label
+
+    assert "~7-fold" in spread_label(6.8) and "not calibrated" in spread_label(6.8)
+    assert "not calibrated" in spread_label(None) and "fold" not in spread_label(float("nan"))
+    rng = np.random.default_rng(1)
+    std = rng.uniform(0.5, 1.5, (32, 32))
+    result = uncertainty.calibration(std, rng.normal(0, 7 * std))  # error ~7x the spread
+    captured = {}
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        captured["fig"] = self
+        return original(self, *args, **kwargs)
+
+    Figure.savefig = keep
+    try:
+        uncertainty.plot_calibration(result, tmp_path / "c.png")
+    finally:
+        Figure.savefig = original
+    legend = " ".join(t.get_text() for t in captured["fig"].axes[0].get_legend().get_texts())
+    assert f"~{result['ratio']:.0f}-fold" in legend and "underestimates" in legend

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Strict(BaseModel):
@@ -27,8 +27,11 @@ class DataConfig(_Strict):
     tiles_per_epoch: int = Field(4096, ge=1)
     val_fraction: float = Field(0.1, description="fraction of images held out for validation")
     max_val_images: int = Field(8, ge=1, description="validation images evaluated per epoch")
-    lr_percentiles: tuple[float, float] = (1.0, 99.8)
-    hr_percentiles: tuple[float, float] = (1.0, 99.8)
+    normalization: Literal["mean_std", "percentiles"] = Field(
+        "mean_std", description="mean_std: zero mean, unit variance per image, computed the same "
+        "in every zoo consumer, HR fitted into the LR's units; percentiles: v1's scale_range")
+    lr_percentiles: tuple[float, float] = Field((1.0, 99.8), description="percentiles method only")
+    hr_percentiles: tuple[float, float] = Field((1.0, 99.8), description="percentiles method only")
     foreground_fraction: float = Field(
         0.75, ge=0.0, le=1.0, description="share of tiles centred on foreground"
     )
@@ -72,8 +75,9 @@ class ModelConfig(_Strict):
 
     in_channels: int = Field(1, ge=1)
     out_channels: int = Field(1, ge=1)
-    depth: int = Field(3, ge=1, le=5)
+    depth: int = Field(3, ge=0, le=5)
     base_channels: int = Field(24, ge=1)
+    channel_growth: int = Field(0, ge=0)
     residual: bool = True
 
 
@@ -82,6 +86,8 @@ class TrainConfig(_Strict):
 
     epochs: int = Field(30, ge=1)
     max_steps: Optional[int] = Field(None, ge=1, description="stop after this many steps in total")
+    schedule_steps: Optional[int] = Field(
+        None, ge=1, description="steps the warmup + cosine schedule spans (default: all epochs)")
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -94,7 +100,13 @@ class TrainConfig(_Strict):
     patience: int = Field(8, ge=1, description="epochs without better validation PSNR")
     preview_every: int = Field(5, ge=1, description="epochs between preview panels")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (persistent)")
+    val_every: Optional[int] = Field(
+        None, ge=1, description="also validate every this many steps (default: each epoch end)")
+    max_minutes: Optional[float] = Field(
+        None, gt=0, description="wall-clock budget: after the first validation the schedule is "
+        "fitted to end (cosine decay included) when the budget is spent")
+    compile: bool = Field(False, description="torch.compile the network (GPU runs)")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: all)")
     init_from: Optional[Path] = Field(
         None, description="fine-tune: start from the weights of this srunet checkpoint or "
@@ -120,15 +132,6 @@ class Config(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
-
-    @model_validator(mode="after")
-    def _tile_on_grid(self) -> "Config":
-        grid = 2**self.model.depth
-        if self.data.tile_size % grid:
-            raise ValueError(
-                f"data.tile_size {self.data.tile_size} must be a multiple of 2**model.depth = {grid}"
-            )
-        return self
 
 
 def _set_dotted(tree: dict, key: str, value) -> None:

@@ -13,24 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from srunet.evaluation.consistency import degrade_to_lr
+from srunet.evaluation.metrics import gain_offset
 from srunet.geometry import dihedral, lr_to_hr
+from srunet.normalization import MEAN_STD, mean_std_range, normalize, robust_percentiles
 from srunet.tiff import PairFiles, open_image
-
-_STATS_PIXELS = 1_000_000  # pixels read to estimate an image's percentiles
-
-
-def robust_percentiles(image: np.ndarray, percentiles) -> tuple[float, float]:
-    """Percentiles of an image from a strided subsample of at most ~1e6 pixels."""
-    stride = max(1, int(np.sqrt(image.size / _STATS_PIXELS)))
-    sample = np.asarray(image[::stride, ::stride], dtype=np.float32)
-    low, high = np.percentile(sample, percentiles)
-    return float(low), float(high)
-
-
-def normalize(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    """(image - low) / (high - low) as float32: the package's scale_range preprocessing."""
-    return ((np.asarray(image, dtype=np.float32) - low) / max(high - low, 1e-6)).astype(np.float32)
-
+from srunet.training.config import DataConfig
 
 @dataclass
 class ImagePair:
@@ -44,7 +32,7 @@ class ImagePair:
     foreground: np.ndarray = field(repr=False)  # candidate tile corners (y, x), LR pixels
 
     @classmethod
-    def load(cls, files: PairFiles, lr_percentiles, hr_percentiles, tile: int) -> "ImagePair":
+    def load(cls, files: PairFiles, data: DataConfig, tile: int) -> "ImagePair":
         lr, hr = open_image(files.lr), open_image(files.hr)
         if hr.shape != (2 * lr.shape[0], 2 * lr.shape[1]):
             raise ValueError(
@@ -58,8 +46,12 @@ class ImagePair:
             )
         for path, image in ((files.lr, lr), (files.hr, hr)):
             _check_values(path, image)
-        lr_range = robust_percentiles(lr, lr_percentiles)
-        hr_range = robust_percentiles(hr, hr_percentiles)
+        if data.normalization == MEAN_STD:
+            lr_range = mean_std_range(lr)
+            hr_range = target_range(lr, hr, lr_range, files.hr)
+        else:
+            lr_range = robust_percentiles(lr, data.lr_percentiles)
+            hr_range = robust_percentiles(hr, data.hr_percentiles)
         return cls(files, lr, hr, lr_range, hr_range, _foreground_corners(lr, tile, lr_range))
 
     def tile(self, y: int, x: int, size: int, transform: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +60,26 @@ class ImagePair:
         lr = normalize(self.lr[y:y + size, x:x + size], *self.lr_range)
         hr = normalize(self.hr[hy:hy + hsize, hx:hx + hsize], *self.hr_range)
         return dihedral(lr, transform), dihedral(hr, transform)
+
+
+def target_range(lr: np.ndarray, hr: np.ndarray, lr_range: tuple[float, float],
+                 hr_path: Path) -> tuple[float, float]:
+    """``(low, high)`` that puts the HR image into the LR image's normalised units.
+
+    The two detectors count in different units (camera ADU vs photons) and see different
+    haze, so the HR image is mapped by the gain/offset that best explains the LR image from it
+    (least squares of the LR image on the HR image blurred by the PSF difference and binned
+    2x2). The network then predicts the ISM image in its input's units, which is what lets a
+    user undo the normalisation (``srunet.normalization``).
+    """
+    gain, offset = gain_offset(np.asarray(lr, np.float64), degrade_to_lr(np.asarray(hr, np.float64)))
+    if not np.isfinite(gain) or gain <= 0:
+        raise ValueError(f"{hr_path}: its intensities do not rise with the LR image's (fitted gain "
+                         f"{gain:.3g}); check that the pair shows the same field (`srunet pairs`)")
+    low, high = lr_range
+    # a * hr + b normalised by (low, high) == (hr - low') / (high' - low')
+    hr_low = (low - offset) / gain
+    return float(hr_low), float(hr_low + (high - low) / gain)
 
 
 def _check_values(path: Path, image: np.ndarray) -> None:
@@ -111,7 +123,12 @@ def split_by_image(pairs: list[PairFiles], val_fraction: float, seed: int):
 
 
 class TileDataset(torch.utils.data.Dataset):
-    """``tiles_per_epoch`` random aligned tile pairs; call ``set_epoch`` before each epoch."""
+    """Random aligned tile pairs, ``tiles_per_epoch`` per epoch.
+
+    Index ``i`` is global: tile ``i % tiles_per_epoch`` of epoch ``i // tiles_per_epoch``, drawn
+    from a generator seeded by (seed, epoch, tile), so one DataLoader (persistent workers) serves
+    the whole run and a resumed run draws the same tiles.
+    """
 
     def __init__(self, images: list[ImagePair], tile_size: int, tiles_per_epoch: int, seed: int,
                  foreground_fraction: float = 0.75):
@@ -123,17 +140,14 @@ class TileDataset(torch.utils.data.Dataset):
         # Pick images in proportion to their area, so large fields are not under-sampled.
         areas = np.array([im.lr.size for im in images], dtype=np.float64)
         self.weights = areas / areas.sum()
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.tiles_per_epoch
 
     def spec(self, index: int) -> tuple[int, int, int, int]:
-        """(image index, y, x, transform) of tile ``index`` in the current epoch."""
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        """(image index, y, x, transform) of global tile ``index``."""
+        epoch, tile = divmod(index, self.tiles_per_epoch)
+        rng = np.random.default_rng([self.seed, epoch, tile])
         which = int(rng.choice(len(self.images), p=self.weights))
         image = self.images[which]
         if rng.random() < self.foreground_fraction:
@@ -153,7 +167,7 @@ class TileDataset(torch.utils.data.Dataset):
         return torch.from_numpy(lr)[None], torch.from_numpy(hr)[None]
 
 
-def load_images(pairs: list[PairFiles], lr_percentiles, hr_percentiles, tile: int):
+def load_images(pairs: list[PairFiles], data: DataConfig, tile: int) -> list[ImagePair]:
     """Open and check every pair (errors name the file)."""
-    return [ImagePair.load(p, lr_percentiles, hr_percentiles, tile) for p in pairs]
+    return [ImagePair.load(p, data, tile) for p in pairs]
 

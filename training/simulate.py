@@ -1,4 +1,4 @@
-"""Simulated (spinning-disk confocal LR, ISM HR) training pairs under ../shared/ACQUISITION.md.
+"""Simulated (spinning-disk confocal LR, ISM HR) training pairs under docs/acquisition.md.
 
 One pair: draw every parameter (:func:`sample_params`), render a kidney-like / generic object on
 the fine grid (:mod:`.phantom`), image it through both PSFs with out-of-focus haze and a sub-pixel
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from srunet.files import swap_into_place
+from srunet.files import check_output_dir, swap_into_place
 from srunet import contract
 from srunet.tiff import write_ome_tiff
 from srunet.training import optics, phantom
@@ -164,7 +164,7 @@ def add_hr_noise(hr_clean: np.ndarray, params: dict, rng: np.random.Generator) -
 
 
 def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
-                  realisations: int = 1) -> dict:
+                  realisations: int = 1, obj=None) -> dict:
     """Simulate one (confocal LR, ISM HR) pair, deterministically from ``seed``.
 
     Parameters
@@ -177,6 +177,10 @@ def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
         If False, ``lr``/``hr`` are the noise-free images and no repeats are returned.
     realisations : int
         Number of independent noise realisations in ``lr_repeats``/``hr_repeats``.
+    obj : callable, optional
+        ``obj(rng, shape) -> array``: the fluorescent object on the fine grid (non-negative,
+        bright end ~1) instead of the kidney phantom, e.g. a real image used as the specimen
+        (``bench/foreign_heldout.py``); optics, noise and registration are drawn as usual.
 
     Returns
     -------
@@ -191,8 +195,12 @@ def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
     rng = np.random.default_rng(content_seq)
     params = sample_params(rng, hr_size)
     n = 2 * params["hr_size"] + 2 * MARGIN_FINE_PX  # fine grid: HR / 2
-    obj, info = phantom.render_object(rng, (n, n), params["content"])
-    params["content"].update(info)
+    if obj is None:
+        obj, info = phantom.render_object(rng, (n, n), params["content"])
+        params["content"].update(info)
+    else:
+        obj = np.asarray(obj(rng, (n, n)), dtype=np.float64)
+        params["content"] = {"scene": "external object"}
     components = optics.blur_and_bin(obj, params["lr_psf"], params["hr_psf"], params["shift_lr_px"],
                                      params["haze_sigma_um"] * 1000.0, MARGIN_FINE_PX)
     lr_photons, hr_photons = expose(components, params)
@@ -275,11 +283,9 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
     workers = (os.cpu_count() or 1) if workers is None else workers
     workers = min(_check_int("workers", workers, 1), pairs)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) "
-                              f"to replace it")
+    # existing, a file, unwritable, or no room: fail before simulating anything
+    check_output_dir(out, overwrite=overwrite, what="simulation output folder",
+                     flag="overwrite=True (--overwrite)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

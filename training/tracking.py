@@ -2,15 +2,28 @@
 
 Metrics are buffered and sent with one ``log_batch`` call per flush (once per epoch), so logging
 does not slow the training loop.
+
+With a tracking server (``http(s)://``): the server is probed before anything else, so an
+unreachable one fails in seconds with one line instead of MLflow's minutes of retries; a server
+lost mid-run never stops training: every call that cannot be sent is kept (files copied under
+``<out>/mlflow_pending/``), replayed in order when the server answers again (checked at each
+flush, a 3 s probe) or at the end, and what could not be sent by then stays there, listed in
+``pending.json``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+import uuid
 from pathlib import Path
 
 from srunet.files import file_sha256
@@ -31,16 +44,131 @@ def git_commit() -> str:
         return "unknown"
 
 
+PROBE_SECONDS = 3.0
+# Bounded HTTP behaviour for MLflow's REST client (its defaults: 7 retries, 120 s timeout, which
+# stall a run for minutes per call); set only where the user has not chosen values.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def probe(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """None if the tracking server at ``uri`` answers ``/health``, else why not (one line)."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+            return None if reply.status == 200 else f"HTTP {reply.status}"
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code}"
+    except (OSError, ValueError) as error:  # refused, DNS, timeout, bad URL
+        return str(getattr(error, "reason", error))
+
+
+def check_server(uri: str) -> None:
+    """Raise ConnectionError (one line, with the fix) when ``uri`` is a server that does not
+    answer; sets bounded HTTP retries/timeouts for MLflow's client."""
+    if not is_server(uri):
+        return
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    started = time.monotonic()
+    why = probe(uri)
+    if why is not None:
+        raise ConnectionError(
+            f"MLflow tracking server {uri} is unreachable ({why}, after "
+            f"{time.monotonic() - started:.1f} s); start it (see README, 'Team tracking "
+            "server') or drop --tracking-uri to log to the local sqlite store")
+
+
+def _transient(error: Exception) -> bool:
+    """Network trouble (retry later) as opposed to a bad request (a bug: raise)."""
+    text = str(error)
+    return isinstance(error, OSError) or "API request to" in text or "Max retries" in text \
+        or type(error).__module__.startswith(("requests", "urllib3"))
+
+
+class _Resilient:
+    """MlflowClient proxy: calls that fail for network reasons are queued, not raised.
+
+    Once the server is lost, calls are queued without trying (no stall per call); ``retry``
+    replays the queue in order when a probe says the server is back. Files given to
+    ``log_artifact(s)`` are copied first: callers pass temporary files.
+    """
+
+    def __init__(self, client, uri: str, spool: Path):
+        self._client, self._uri, self._spool = client, uri, spool
+        self.pending: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name):
+        method = getattr(self._client, name)
+        if not callable(method) or not is_server(self._uri):
+            return method
+
+        def call(*args, **kwargs):
+            if self.pending:  # keep the order: nothing overtakes queued calls
+                return self._queue(name, args, kwargs)
+            try:
+                return method(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - classified just below
+                if not _transient(error):
+                    raise
+                print(f"MLflow server {self._uri} lost ({type(error).__name__}); training "
+                      f"continues, logging is kept in {self._spool} and sent when it is back",
+                      file=sys.stderr)
+                return self._queue(name, args, kwargs)
+        return call
+
+    def _queue(self, name: str, args: tuple, kwargs: dict) -> None:
+        if name in ("log_artifact", "log_artifacts"):  # (run_id, local_path, artifact_path)
+            source = Path(args[1])
+            copy = self._spool / uuid.uuid4().hex[:12] / source.name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if source.is_dir() else shutil.copyfile)(source, copy)
+            args = (args[0], str(copy), *args[2:])
+        self.pending.append((name, args, kwargs))
+        return None
+
+    def retry(self) -> bool:
+        """Send the queue if the server answers; True when nothing is left."""
+        if not self.pending or probe(self._uri) is not None:
+            return not self.pending
+        while self.pending:
+            name, args, kwargs = self.pending[0]
+            try:
+                getattr(self._client, name)(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001
+                if not _transient(error):
+                    raise
+                return False
+            self.pending.pop(0)
+        print(f"MLflow server {self._uri} is back: the kept logging was sent", file=sys.stderr)
+        shutil.rmtree(self._spool, ignore_errors=True)
+        return True
+
+    def save_pending(self) -> None:
+        """List what could not be sent in ``pending.json`` beside the kept files."""
+        self._spool.mkdir(parents=True, exist_ok=True)
+        rows = [{"call": name, "args": [repr(a)[:2000] for a in args], "kwargs": repr(kwargs)}
+                for name, args, kwargs in self.pending]
+        (self._spool / "pending.json").write_text(json.dumps(rows, indent=1))
+
+
 class Tracker:
     """One MLflow run; resumes the same run when ``run_id`` is given."""
+
+    END_RETRIES, END_WAIT_S = 3, 2.0  # bounded wait for a lost server at the end of a run
 
     def __init__(self, config: Config, out_dir: Path, run_id: str | None = None):
         import mlflow
         from mlflow.tracking import MlflowClient
 
         self.uri = config.tracking.tracking_uri or default_tracking_uri(out_dir)
+        check_server(self.uri)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
+        self.client = _Resilient(MlflowClient(self.uri), self.uri,
+                                 Path(out_dir) / "mlflow_pending")
         if run_id is None:
             experiment = experiment_id(self.client, config.tracking.experiment, self.uri)
             run = self.client.create_run(experiment, run_name=config.tracking.run_name)
@@ -65,6 +193,7 @@ class Tracker:
         self._buffer.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
 
     def flush(self) -> None:
+        self.client.retry()  # a 3 s probe at most, and only while something is queued
         for start in range(0, len(self._buffer), 1000):
             self.client.log_batch(self.run_id, metrics=self._buffer[start:start + 1000])
         self._buffer = []
@@ -88,5 +217,15 @@ class Tracker:
         return combined
 
     def end(self, status: str = "FINISHED") -> None:
+        """Flush, end the run, and wait (bounded) for a lost server to take the queue."""
         self.flush()
         self.client.set_terminated(self.run_id, status=status)
+        for attempt in range(self.END_RETRIES):
+            if self.client.retry():
+                return
+            time.sleep(self.END_WAIT_S)
+        self.client.save_pending()
+        print(f"MLflow server {self.uri} did not come back: {len(self.client.pending)} logging "
+              f"calls of run {self.run_id} were not sent; they are listed in "
+              f"{self.client._spool / 'pending.json'} (checkpoints are in the run folder)",
+              file=sys.stderr)

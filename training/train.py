@@ -12,27 +12,29 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from srunet.files import file_sha256
-from srunet.model.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from srunet.model.checkpoint import load_checkpoint, save_checkpoint
 from srunet.model.unet import SRUNet
 from srunet.tiff import find_pairs
 from srunet.training import dataset as ds
-from srunet.training.config import Config, ModelConfig, flatten
+from srunet.training.config import Config
+from srunet.training.losses import lr_factor, training_loss
+from srunet.training.pairs import unregistered_note
+from srunet.training.resume import (check_resume, load_initial_weights, normalization_entry,
+                                    rng_state, set_rng_state)
 from srunet.training.tracking import Tracker
-from srunet.training.validate import final_report, save_preview, validate
+from srunet.training.validate import final_report, prepare_validation, save_preview, validate
 
-# Config sections that may change when resuming (how long to train, where to log).
-RESUMABLE_CHANGES = {"train.epochs", "train.max_steps", "train.patience", "train.num_workers",
-                     "train.threads", "tracking.tracking_uri", "out_dir"}
-
+LOG_EVERY = 50  # steps between loss read-backs for the progress bar (each one syncs a GPU)
 
 @dataclass
 class TrainResult:
@@ -41,6 +43,7 @@ class TrainResult:
     best_checkpoint: Path
     last_checkpoint: Path
     metrics: dict
+    time_shares: dict  # of the loop's wall time: steps, data, validation (see _time_shares)
 
 
 def _distributed() -> tuple[int, int]:
@@ -63,76 +66,13 @@ def _device(config: Config, rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def lr_lambda(warmup: int, total: int):
-    """Linear warmup to 1, then cosine decay to 0.01 at ``total`` steps."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor
-
-
-def ssim_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - SSIM with a 7x7 uniform window (matching the evaluation metric's window)."""
-    c1, c2 = 0.01**2, 0.03**2
-    def pool(t):
-        return F.avg_pool2d(t, 7, stride=1)
-    mu_p, mu_t = pool(prediction), pool(target)
-    var_p = pool(prediction * prediction) - mu_p**2
-    var_t = pool(target * target) - mu_t**2
-    cov = pool(prediction * target) - mu_p * mu_t
-    ssim = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
-    return 1.0 - ssim.mean()
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-            "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-
-
-def _check_resume(config: Config, saved: dict, path: Path) -> str:
-    """Refuse a resume whose config differs beyond RESUMABLE_CHANGES; describe what changed."""
-    now, before = flatten(config), flatten(Config.model_validate(saved))
-    changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
-    forbidden = [k for k in changed if k not in RESUMABLE_CHANGES]
-    if forbidden:
-        detail = ", ".join(f"{k}: {before.get(k)} -> {now.get(k)}" for k in forbidden[:6])
-        raise ValueError(f"cannot resume from {path}: config differs ({detail}); resume with the "
-                         "checkpoint's config (only epochs, max_steps, patience may change)")
-    return ", ".join(f"{k}: {before.get(k)} -> {now.get(k)}" for k in changed) or "no change"
-
-
-def _initial_weights(config: Config, model: SRUNet, device: torch.device) -> None:
-    """Load ``train.init_from`` into ``model``, checked against this run's config.
-
-    An srunet checkpoint must match the model section and the normalisation; a bare state
-    dict (a package's ``weights.pt``) must fit the model section.
-    """
-    path = Path(config.train.init_from)
-    state, saved = load_weights(path, map_location=device)
-    if saved is not None:
-        wanted = config.model.model_dump()
-        if ModelConfig(**saved["model_kwargs"]).model_dump() != wanted:
-            raise ValueError(f"train.init_from={path} holds a model with {saved['model_kwargs']}, "
-                             f"but this run's model section is {wanted}; make them equal to fine-tune")
-        norm = saved.get("normalization", {})
-        for key in ("lr_percentiles", "hr_percentiles"):
-            mine = list(getattr(config.data, key))
-            if key in norm and list(norm[key]) != mine:
-                raise ValueError(f"train.init_from={path} was trained with {key}={list(norm[key])}, "
-                                 f"this run uses data.{key}={mine}; use the same percentiles")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:  # missing/unexpected keys or shape mismatches, listed by torch
-        raise ValueError(f"train.init_from={path} does not fit the model section "
-                         f"{config.model.model_dump()}; set model.* to the weights' values. "
-                         f"{error}") from error
+def _time_shares(timing: dict, wall: float) -> dict:
+    """Shares of the loop's wall time spent waiting for data, validating (with checkpoints and
+    logging) and in optimizer steps (the rest). A GPU-ready loop keeps the last near 1."""
+    wall = max(wall, 1e-9)
+    shares = {f"time_share_{key}": value / wall for key, value in timing.items()}
+    shares["time_share_steps"] = max(0.0, 1.0 - sum(shares.values()))
+    return shares
 
 
 class Trainer:
@@ -157,9 +97,12 @@ class Trainer:
         random.seed(config.seed)
         torch.use_deterministic_algorithms(self.device.type == "cpu", warn_only=True)
         self._load_data()
-        self._build_model()
         self.state = {"step": 0, "best_psnr": -math.inf, "bad_epochs": 0, "epoch_loss": 0.0,
-                      "epoch_batches": 0, "run_id": None, "metrics": {}}
+                      "epoch_batches": 0, "run_id": None, "metrics": {}, "train_seconds": 0.0,
+                      "schedule_total": self.schedule_steps, "budget_fitted": False}
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.timing = {"data": 0.0, "validation": 0.0}  # seconds in this process
+        self._build_model()
         resume_note = self._restore() if resume is not None else None
         self.tracker = self._start_tracking(resume_note) if self.rank == 0 else None
         self.amp = config.train.amp and self.device.type == "cuda"
@@ -167,12 +110,14 @@ class Trainer:
     def _load_data(self) -> None:
         data = self.config.data
         self.pairs = find_pairs(*data.folders())
+        if self.rank == 0 and (note := unregistered_note(data.folders()[0])) is not None:
+            print(note, file=sys.stderr)
         self.train_pairs, self.val_pairs = ds.split_by_image(self.pairs, data.val_fraction,
                                                              self.config.seed)
         tile = data.tile_size
-        train_images = ds.load_images(self.train_pairs, data.lr_percentiles, data.hr_percentiles, tile)
-        self.val_images = ds.load_images(self.val_pairs[:data.max_val_images], data.lr_percentiles,
-                                         data.hr_percentiles, tile)
+        train_images = ds.load_images(self.train_pairs, data, tile)
+        self.val_images = ds.load_images(self.val_pairs[:data.max_val_images], data, tile)
+        self.val_data = prepare_validation(self.val_images)
         self.dataset = ds.TileDataset(train_images, tile, data.tiles_per_epoch, self.config.seed,
                                       data.foreground_fraction)
         batch = self.config.train.batch_size
@@ -180,7 +125,9 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"data.tiles_per_epoch={len(self.dataset)} is smaller than one batch "
                              f"({batch} x {self.world} processes); raise it")
-        self.total_steps = self.config.train.epochs * self.steps_per_epoch
+        self.configured_steps = self.config.train.epochs * self.steps_per_epoch
+        self.schedule_steps = self.config.train.schedule_steps or self.configured_steps
+        self.total_steps = self.configured_steps
         if self.config.train.max_steps:
             self.total_steps = min(self.total_steps, self.config.train.max_steps)
 
@@ -192,25 +139,30 @@ class Trainer:
         # The schedule spans the configured epochs, not max_steps, so a run cut short by
         # max_steps and resumed follows the same learning-rate curve as an uninterrupted one.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(train.warmup_steps, train.epochs * self.steps_per_epoch))
+            self.optimizer, lambda step: lr_factor(step, train.warmup_steps,
+                                                   self.state["schedule_total"]))
         if train.init_from is not None and self.resume is None:
-            _initial_weights(self.config, self.model, self.device)
+            load_initial_weights(self.config, self.model, self.device)
         self.wrapped = self.model
         if self.world > 1:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if train.compile:
+            self.wrapped = torch.compile(self.wrapped)
 
     def _restore(self) -> str:
         """Load the resumed checkpoint's weights and training state; describe config changes."""
         saved = load_checkpoint(self.resume, map_location=self.device)
         if "optimizer" not in saved:
             raise ValueError(f"{self.resume} holds weights only (no training state); cannot resume it")
-        note = _check_resume(self.config, saved["config"], Path(self.resume))
+        note = check_resume(self.config, saved["config"], Path(self.resume))
         self.model.load_state_dict(saved["model_state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        _set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"])
         self.state.update(saved["state"])
+        if self.state.get("budget_fitted"):  # train.max_minutes fixed the end of the schedule
+            self.total_steps = min(self.total_steps, self.state["schedule_total"])
         return note
 
     def _start_tracking(self, resume_note: str | None) -> Tracker:
@@ -232,102 +184,146 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train to the configured end (or early stop), then log the best checkpoint's report."""
         self.model.train()
+        self.time_shares = {}
         status = "FAILED"
         try:
             self.progress = tqdm(total=self.total_steps, initial=self.state["step"],
                                  disable=self.rank != 0, desc="training", unit="step")
-            stop = self.state["step"] >= self.total_steps
-            while not stop:
-                stop = self._epoch()
+            started = time.perf_counter()
+            self._loop()
             self.progress.close()
+            self.time_shares = _time_shares(self.timing, time.perf_counter() - started)
             status = "FINISHED"
         finally:
             if self.tracker is not None:
                 self._finish(status)
         result = TrainResult(self.tracker.uri if self.tracker else "", self.state["run_id"] or "",
-                             self.best_path, self.last_path, self.state["metrics"])
+                             self.best_path, self.last_path, self.state["metrics"],
+                             self.time_shares)
         if self.world > 1:
             torch.distributed.destroy_process_group()
         return result
 
-    def _epoch(self) -> bool:
-        """Train the rest of the current epoch (or up to the last step); True to stop."""
-        epoch, offset = divmod(self.state["step"], self.steps_per_epoch)
-        for lr_tiles, hr_tiles in self._loader(epoch, offset):
-            self._step(lr_tiles.to(self.device), hr_tiles.to(self.device), epoch)
-            if self.state["step"] >= self.total_steps:
-                break
-        epoch_done = self.state["step"] % self.steps_per_epoch == 0
-        stop = self.state["step"] >= self.total_steps
-        if self.rank == 0 and (epoch_done or stop):
-            stop = self._end_of_epoch(epoch + 1, complete=epoch_done) or stop
-        if self.world > 1:  # every rank follows rank 0's early-stopping decision
-            flag = torch.tensor([int(stop)], device=self.device)
-            torch.distributed.broadcast(flag, 0)
-            stop = bool(flag.item())
-        return stop
+    def _loop(self) -> None:
+        """Steps until the end or an early stop; validation at each epoch end and every
+        ``train.val_every`` steps. One DataLoader (persistent workers) serves the whole run."""
+        if self.state["step"] >= self.total_steps:
+            return
+        self.started = time.perf_counter() - self.state["train_seconds"]
+        batches = iter(self._loader())
+        while True:
+            waited = time.perf_counter()
+            lr_tiles, hr_tiles = next(batches)
+            self.timing["data"] += time.perf_counter() - waited
+            self._step(lr_tiles.to(self.device, non_blocking=True),
+                       hr_tiles.to(self.device, non_blocking=True))
+            step = self.state["step"]
+            epoch_done = step % self.steps_per_epoch == 0
+            every = self.config.train.val_every
+            last = step >= self.total_steps
+            if not (epoch_done or last or (every and step % every == 0)):
+                continue
+            self.state["train_seconds"] = time.perf_counter() - self.started
+            stop = last
+            validating = time.perf_counter()
+            if self.rank == 0:
+                # Validations the schedule fixes (epoch ends, every val_every steps) update the
+                # best checkpoint and early stopping; one forced by max_steps does not, so a
+                # cut-and-resumed run ends exactly like an uninterrupted one.
+                stop = self._end_of_epoch(-(-step // self.steps_per_epoch), complete=epoch_done,
+                                          scheduled=epoch_done or bool(every and step % every == 0)
+                                          ) or stop
+                self._fit_schedule_to_budget()
+            if self.world > 1:  # every rank follows rank 0's early-stopping decision
+                flag = torch.tensor([int(stop), self.total_steps], device=self.device)
+                torch.distributed.broadcast(flag, 0)
+                stop, self.total_steps = bool(flag[0].item()), int(flag[1].item())
+            self.timing["validation"] += time.perf_counter() - validating
+            if stop or self.state["step"] >= self.total_steps:
+                return
 
-    def _loader(self, epoch: int, offset: int) -> torch.utils.data.DataLoader:
-        """This rank's batches of ``epoch``, from the step where a resumed run left off."""
-        self.dataset.set_epoch(epoch)
-        batch = self.config.train.batch_size
-        per_rank = self.steps_per_epoch * batch
-        indices = range(self.rank * per_rank + offset * batch, (self.rank + 1) * per_rank)
+    def _loader(self) -> torch.utils.data.DataLoader:
+        """This rank's batches from the current step to the end of the configured epochs.
+
+        Step s of epoch e takes the epoch's tiles [s * B * world, (s + 1) * B * world) and rank
+        r the r-th slice of B, so ranks are disjoint and together see exactly what one process
+        with batch B * world sees: a torchrun run equals a single-process run of the global batch.
+        """
+        batch, per_epoch = self.config.train.batch_size, self.dataset.tiles_per_epoch
+        indices = [epoch * per_epoch + (step * self.world + self.rank) * batch + k
+                   for epoch, step in (divmod(s, self.steps_per_epoch) for s in
+                                       range(self.state["step"], self.configured_steps))
+                   for k in range(batch)]
+        workers = self.config.train.num_workers
         return torch.utils.data.DataLoader(
-            torch.utils.data.Subset(self.dataset, list(indices)), batch_size=batch,
-            shuffle=False, drop_last=True, num_workers=self.config.train.num_workers,
-            pin_memory=self.device.type == "cuda")
+            torch.utils.data.Subset(self.dataset, indices), batch_size=batch, shuffle=False,
+            drop_last=True, num_workers=workers, persistent_workers=workers > 0,
+            prefetch_factor=4 if workers else None, pin_memory=self.device.type == "cuda")
 
-    def _loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        train = self.config.train
-        # L1 is robust to outliers in the targets (a median-like estimator); MSE estimates
-        # the mean of the noisy targets, the quantity PSNR rewards.
-        if train.loss == "mse":
-            return F.mse_loss(prediction, target)
-        loss = F.l1_loss(prediction, target)
-        if train.loss == "l1+ssim":
-            loss = (1 - train.ssim_weight) * loss + train.ssim_weight * ssim_loss(prediction, target)
-        return loss
-
-    def _step(self, lr_tiles: torch.Tensor, hr_tiles: torch.Tensor, epoch: int) -> None:
+    def _step(self, lr_tiles: torch.Tensor, hr_tiles: torch.Tensor) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             prediction = self.wrapped(lr_tiles)
-        loss = self._loss(prediction.float(), hr_tiles)
+        loss = training_loss(prediction.float(), hr_tiles, self.config.train)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.state["step"] += 1
-        loss_value = loss.item()
-        self.state["epoch_loss"] += loss_value
+        # Summed on the device: reading a loss back every step would stall a GPU.
+        self.loss_sum += loss.detach().float()
         self.state["epoch_batches"] += 1
         self.progress.update(1)
-        self.progress.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch + 1)
+        if self.state["step"] % LOG_EVERY == 0:
+            self.progress.set_postfix(loss=f"{float(loss):.4f}")
+
+    def _fit_schedule_to_budget(self) -> None:
+        """With ``train.max_minutes``: after the first validation, end the schedule (cosine
+        decay included) at the step the measured pace reaches the budget. Fitted once and saved,
+        so a resumed run keeps the same schedule."""
+        budget = self.config.train.max_minutes
+        if budget is None or self.state["budget_fitted"]:
+            return
+        elapsed = time.perf_counter() - self.started  # steps and validations so far
+        per_step = elapsed / max(1, self.state["step"])
+        fitted = self.state["step"] + max(0, int((60.0 * budget - elapsed) / per_step))
+        self.total_steps = min(self.total_steps, fitted)
+        self.state["schedule_total"], self.state["budget_fitted"] = self.total_steps, True
+        self.progress.total = self.total_steps
+        print(f"train.max_minutes={budget:g}: {per_step * 1000:.0f} ms per step so far; the "
+              f"schedule now ends at step {self.total_steps}", flush=True)
 
     # ----------------------------------------------------------- validation and checkpoints
-    def _end_of_epoch(self, epoch: int, complete: bool) -> bool:
+    def _end_of_epoch(self, epoch: int, complete: bool, scheduled: bool) -> bool:
         """Validate, log, checkpoint; True when early stopping says stop.
 
-        A run stopped mid-epoch (max_steps) is validated and saved too, but leaves the
-        epoch's loss sum and the early-stopping state as they were, so a resumed run
-        continues exactly like an uninterrupted one.
+        ``complete``: an epoch ended (its loss sum is logged and reset). ``scheduled``: a
+        validation the schedule fixes; only those update the best checkpoint and the patience
+        count. A run stopped mid-epoch (max_steps) is validated and saved too, but leaves the
+        early-stopping state as it was, so a resumed run continues exactly like an
+        uninterrupted one.
         """
         state = self.state
-        metrics, panels = validate(self.model, self.val_images, self.device)
+        state["epoch_loss"] += float(self.loss_sum)  # the one read-back of the losses
+        self.loss_sum.zero_()
+        metrics, panels = validate(self.model, self.val_data, self.device)
         metrics["train_loss"] = state["epoch_loss"] / max(1, state["epoch_batches"])
         metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
         if complete:
             state["epoch_loss"], state["epoch_batches"] = 0.0, 0
+        if scheduled:
             improved = metrics["val_psnr"] > state["best_psnr"]
             state["best_psnr"] = max(state["best_psnr"], metrics["val_psnr"])
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
         state["metrics"] = metrics
-        self._save(improved=complete and state["bad_epochs"] == 0)
+        self._save(improved=scheduled and state["bad_epochs"] == 0)
         if not self.best_path.exists():  # a run shorter than one epoch still leaves a best.pt
             shutil.copyfile(self.last_path, self.best_path)
         self.tracker.log_metrics(metrics, step=state["step"])
         self.tracker.flush()
+        best = f"{state['best_psnr']:.2f} dB" if math.isfinite(state["best_psnr"]) else "none yet"
+        self.progress.write(f"step {state['step']}: val PSNR {metrics['val_psnr']:.2f} dB (bicubic "
+                            f"{metrics['val_bicubic_psnr']:.2f} dB), best so far {best}")
         if epoch % self.config.train.preview_every == 0 or epoch == 1:
             with tempfile.TemporaryDirectory() as tmp:
                 png = save_preview(panels[0], Path(tmp) / f"epoch_{epoch:04d}.png",
@@ -342,12 +338,11 @@ class Trainer:
         config = self.config
         save_checkpoint(self.last_path, {
             "model_kwargs": config.model.model_dump(), "model_state": self.model.state_dict(),
-            "normalization": {"lr_percentiles": list(config.data.lr_percentiles),
-                              "hr_percentiles": list(config.data.hr_percentiles)},
+            "normalization": normalization_entry(config.data),
             "config": config.model_dump(mode="json"),
             "epoch": self.state["step"] // self.steps_per_epoch, "step": self.state["step"],
             "metrics": self.state["metrics"], "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": _rng_state(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
             "state": dict(self.state)})
         if improved:
             shutil.copyfile(self.last_path, self.best_path)
@@ -356,13 +351,18 @@ class Trainer:
         """Log the best checkpoint and its QC report on the validation images; end the run."""
         tracker = self.tracker
         try:
+            if status == "FINISHED":
+                tracker.log_metrics(self.time_shares, step=self.state["step"])
+                tracker.flush()
+                print("wall time: " + ", ".join(f"{k[len('time_share_'):]} {100 * v:.0f} %"
+                                                for k, v in self.time_shares.items()), flush=True)
             if status == "FINISHED" and self.best_path.exists():
                 tracker.log_artifact(self.best_path, "checkpoints")
                 best = load_checkpoint(self.best_path, map_location=self.device)
                 self.model.load_state_dict(best["model_state"])
                 with tempfile.TemporaryDirectory() as tmp:
                     report = final_report(self.model, self.val_images,
-                                          self.config.data.lr_percentiles, self.device,
+                                          normalization_entry(self.config.data), self.device,
                                           Path(tmp) / "validation_report")
                     tracker.client.log_artifacts(tracker.run_id, str(report), "validation_report")
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -10,7 +11,8 @@ import torch
 from srunet.evaluation.figures import side_by_side
 from srunet.evaluation.metrics import all_metrics, upsample_bicubic
 from srunet.evaluation.report import evaluate_arrays
-from srunet.training.dataset import ImagePair, normalize, robust_percentiles
+from srunet.normalization import input_range, normalize
+from srunet.training.dataset import ImagePair
 
 MAX_VAL_EDGE = 384  # LR pixels; larger validation images are centre-cropped to bound the cost
 
@@ -36,18 +38,34 @@ def predict_array(model: torch.nn.Module, lr: np.ndarray, device: torch.device) 
     return out
 
 
-def validate(model, images: list[ImagePair], device) -> tuple[dict[str, float], list]:
+class ValidationImage(NamedTuple):
+    """A validation pair, normalised and cropped, with its bicubic baseline scored once."""
+
+    lr: np.ndarray
+    hr: np.ndarray
+    bicubic: np.ndarray
+    bicubic_scores: dict
+
+
+def prepare_validation(images: list[ImagePair]) -> list[ValidationImage]:
+    """Arrays and bicubic scores of the validation images (they do not change during a run)."""
+    prepared = []
+    for image in images:
+        lr, hr = validation_arrays(image)
+        bicubic = upsample_bicubic(lr)
+        prepared.append(ValidationImage(lr, hr, bicubic, all_metrics(hr, bicubic)))
+    return prepared
+
+
+def validate(model, data: list[ValidationImage], device) -> tuple[dict[str, float], list]:
     """Mean metrics over the validation images for the model (``val_*``) and bicubic
     (``val_bicubic_*``), and the arrays (lr, bicubic, sr, hr) of each image for previews."""
     rows, panels = [], []
-    for image in images:
-        lr, hr = validation_arrays(image)
-        sr = predict_array(model, lr, device)
-        bicubic = upsample_bicubic(lr)
-        model_scores, bicubic_scores = all_metrics(hr, sr), all_metrics(hr, bicubic)
-        rows.append({**{f"val_{k}": v for k, v in model_scores.items()},
-                     **{f"val_bicubic_{k}": v for k, v in bicubic_scores.items()}})
-        panels.append((lr, bicubic, sr, hr))
+    for item in data:
+        sr = predict_array(model, item.lr, device)
+        rows.append({**{f"val_{k}": v for k, v in all_metrics(item.hr, sr).items()},
+                     **{f"val_bicubic_{k}": v for k, v in item.bicubic_scores.items()}})
+        panels.append((item.lr, item.bicubic, sr, item.hr))
     means = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
     return means, panels
 
@@ -58,12 +76,12 @@ def save_preview(panel, path: Path, title: str = "") -> Path:
     return side_by_side(path, list(zip(names, panel)), title=title)
 
 
-def final_report(model, images: list[ImagePair], lr_percentiles, device, out_dir: Path) -> Path:
+def final_report(model, images: list[ImagePair], normalization: dict, device, out_dir: Path) -> Path:
     """The evaluation report (metrics vs bicubic, FRC, consistency, TTA uncertainty and its
     calibration) of ``model`` on the validation images; returns the report folder."""
     def predict(lr: np.ndarray) -> np.ndarray:
-        # same per-image percentile normalisation as the package's scale_range preprocessing
-        return predict_array(model, normalize(lr, *robust_percentiles(lr, lr_percentiles)), device)
+        # the same per-image normalisation as the package's preprocessing
+        return predict_array(model, normalize(lr, *input_range(lr, normalization)), device)
 
     pairs = [(image.files.name, *validation_arrays(image)) for image in images]
     return evaluate_arrays(pairs, predict, out_dir, overwrite=True, tta=True,

@@ -1,0 +1,527 @@
+"""Architecture study for network v2 (issue #12): phase, halo, cost, export and quality of candidates.
+
+Data (once, a few minutes each):
+
+    python3 -m srunet simulate /tmp/arch/data --pairs 200 --seed 0 --workers 1
+    python3 -m srunet simulate /tmp/arch/heldout --pairs 12 --seed 900000 --workers 1
+
+Study (trains every candidate with the same data, seed and step budget, then measures it; one
+JSON per candidate goes to --out, and the markdown table is printed at the end):
+
+    python3 bench/arch_study.py --data /tmp/arch/data --heldout /tmp/arch/heldout \
+        --out /tmp/arch/results --steps 400 --candidates atrous_blur,atrous_resize,atrous_ps,baseline,atrous_blur_wide
+
+    python3 bench/arch_study.py --out /tmp/arch/results --table   # table from stored JSONs only
+
+Candidates
+----------
+baseline            released ``srunet.model.unet.SRUNet`` as of commit b3053ee (read with
+                    ``git show``; max pooling, depth 3, 24 channels, PixelShuffle head).
+atrous_ps           phase-free body of ``model/unet.py`` (dilation 2**level at full
+                    resolution, 24 channels) with the baseline's PixelShuffle head.
+atrous_blur         ``model/unet.py`` as shipped: same body, ICNR-initialised PixelShuffle
+                    head followed by a fixed 3x3 binomial anti-imaging low-pass at the output
+                    resolution.
+atrous_resize       same body, resize-convolution head: bilinear 2x of the features, then two
+                    3x3 convolutions at the output resolution.
+atrous_blur_wide    atrous_blur with depth 4 and 32 channels (wider and deeper).
+atrous_resize_wide  atrous_resize with depth 4 and 32 channels.
+
+Training uses one thread (``torch.set_num_threads(1)``) to leave a core to other work; the
+throughput measurement uses two. The machine may be shared, so absolute timings are indicative.
+``measure_halo`` is a pure function meant to move into the package later. Recorded results and
+their discussion: docs/architecture_study.md (400 steps took 3.5 to 16 minutes per candidate on a
+shared 2-core machine, about 50 minutes for the five).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srunet.model import unet as unet_v2  # the v2 architecture, shipped as model/unet.py
+
+PERCENTILES = (1.0, 99.8)
+
+
+# ----------------------------------------------------------------------------- candidates
+# The released pooling UNet as of this commit (model/unet.py). The working tree's
+# srunet.model.unet may already be v2, so the baseline is read from git, pinned.
+BASELINE_COMMIT = "b3053ee"
+
+
+def _import_baseline() -> type:
+    """Released (pooling) SRUNet: model/unet.py at BASELINE_COMMIT, else the installed one if it
+    is still the pooling UNet."""
+    import subprocess
+    import types
+
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        source = subprocess.run(["git", "-C", str(repo), "show", f"{BASELINE_COMMIT}:model/unet.py"],
+                                check=True, capture_output=True, text=True).stdout
+        module = types.ModuleType("baseline_unet")
+        exec(compile(source, f"{BASELINE_COMMIT}:model/unet.py", "exec"), module.__dict__)
+        return module.SRUNet
+    except (OSError, subprocess.CalledProcessError):
+        from srunet.model.unet import SRUNet
+
+        if not hasattr(SRUNet(), "downs"):
+            raise RuntimeError("srunet.model.unet is no longer the pooling baseline and git is unavailable")
+        return SRUNet
+
+
+class ResizeConvHead(nn.Module):
+    """Resize-convolution head: bilinear 2x of the features (align_corners=False), then two 3x3
+    convolutions at the output resolution."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.act = nn.LeakyReLU(0.1)
+        self.to_output = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.to_output(self.act(self.conv(x)))
+
+
+class PixelShuffleHead(nn.Module):
+    """Baseline head: 3x3 conv, 3x3 conv to 4*C, PixelShuffle(2); default init, no low-pass."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.act = nn.LeakyReLU(0.1)
+        self.to_subpixels = nn.Conv2d(in_channels, 4 * out_channels, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.to_subpixels(self.act(self.conv(x))))
+
+
+# The recorded runs built a ResizeConvHead before each shuffle head; building (and dropping) it
+# here too keeps the random initialisation, hence the numbers, reproducible.
+class WithResizeHead(unet_v2.SRUNet):
+    """unet_v2 body with the resize-convolution head."""
+
+    def make_head(self, in_channels: int, out_channels: int) -> nn.Module:
+        return ResizeConvHead(in_channels, out_channels)
+
+    def receptive_radius(self) -> int:
+        # bilinear 2x then r = 2 output px of convs: ceil((r + 1) / 2) = 2 input px, not 2 + 1.
+        return super().receptive_radius() - 3 + 2
+
+
+class WithShuffleHead(unet_v2.SRUNet):
+    """unet_v2 body with the baseline's plain PixelShuffle head (no ICNR, no low-pass)."""
+
+    def make_head(self, in_channels: int, out_channels: int) -> nn.Module:
+        ResizeConvHead(in_channels, out_channels)  # dropped; see the comment above
+        return PixelShuffleHead(in_channels, out_channels)
+
+    def receptive_radius(self) -> int:
+        return super().receptive_radius() - 1  # no 3-tap low-pass
+
+
+class AsShipped(unet_v2.SRUNet):
+    """unet_v2.SRUNet exactly (same modules and state dict), initialised as in the recorded runs."""
+
+    def make_head(self, in_channels: int, out_channels: int) -> nn.Module:
+        ResizeConvHead(in_channels, out_channels)  # dropped; see the comment above
+        return super().make_head(in_channels, out_channels)
+
+
+def build(name: str) -> nn.Module:
+    if name == "baseline":
+        return _import_baseline()(depth=3, base_channels=24)
+    if name == "atrous_ps":
+        return WithShuffleHead(depth=3, base_channels=24)
+    if name == "atrous_blur":
+        return AsShipped(depth=3, base_channels=24)
+    if name == "atrous_resize":
+        return WithResizeHead(depth=3, base_channels=24)
+    if name == "atrous_blur_wide":
+        return AsShipped(depth=4, base_channels=32)
+    if name == "atrous_resize_wide":
+        return WithResizeHead(depth=4, base_channels=32)
+    raise ValueError(f"unknown candidate {name}")
+
+
+# ----------------------------------------------------------------------------- data
+def normalize(image: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(image, PERCENTILES)
+    return ((image - lo) / max(hi - lo, 1e-12)).astype(np.float32)
+
+
+def load_pairs(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    pairs = []
+    for lr_path in sorted((folder / "lr").glob("*.tif*")):
+        lr = tifffile.imread(lr_path).astype(np.float32)
+        hr = tifffile.imread(folder / "hr" / lr_path.name).astype(np.float32)
+        assert hr.shape == (2 * lr.shape[0], 2 * lr.shape[1]), (lr_path, lr.shape, hr.shape)
+        pairs.append((normalize(lr), normalize(hr)))
+    if not pairs:
+        raise FileNotFoundError(f"no lr/*.tif in {folder}")
+    return pairs
+
+
+def sample_batch(pairs, rng: np.random.Generator, batch: int, tile: int):
+    """Random LR tiles (and the matching 2x HR tiles) with a random dihedral transform each."""
+    xs, ys = [], []
+    for _ in range(batch):
+        lr, hr = pairs[rng.integers(len(pairs))]
+        i = rng.integers(lr.shape[0] - tile + 1)
+        j = rng.integers(lr.shape[1] - tile + 1)
+        x = lr[i : i + tile, j : j + tile]
+        y = hr[2 * i : 2 * (i + tile), 2 * j : 2 * (j + tile)]
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+        x, y = np.rot90(x, k), np.rot90(y, k)
+        if flip:
+            x, y = x[:, ::-1], y[:, ::-1]
+        xs.append(x.copy())
+        ys.append(y.copy())
+    return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
+
+
+# ----------------------------------------------------------------------------- training
+def train(model: nn.Module, pairs, steps: int, seed: int, batch: int, tile: int, lr: float) -> dict:
+    """AdamW + linear warmup (5 %) + cosine decay to 1 % of lr, MSE on normalised HR."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.train()
+    losses, start = [], time.perf_counter()
+    for step in range(steps):
+        x, y = sample_batch(pairs, rng, batch, tile)
+        loss = F.mse_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if (step + 1) % 50 == 0:
+            print(f"  step {step + 1}/{steps} loss {np.mean(losses[-50:]):.5f} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    model.eval()
+    return {"steps": steps, "seed": seed, "batch": batch, "tile": tile, "lr": lr,
+            "train_wall_s": time.perf_counter() - start,
+            "final_loss": float(np.mean(losses[-50:]))}
+
+
+# ----------------------------------------------------------------------------- measurements
+def predict_numpy(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    def predict(image: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None])[0, 0].numpy()
+
+    return predict
+
+
+def measure_halo(
+    predict_fn: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    tolerance: float = 1e-5,
+    crop: int = 32,
+    step: int = 1,
+    max_halo: int | None = None,
+    scale: int = 2,
+) -> int | None:
+    """Smallest input halo h such that predicting a centre crop with h px of context reproduces
+    the whole-image prediction inside the crop.
+
+    Parameters
+    ----------
+    predict_fn : callable
+        Maps a 2D input image to its 2D prediction, ``scale`` times larger per axis.
+    image : ndarray
+        2D input, large enough that the crop plus ``max_halo`` stays inside it.
+    tolerance : float
+        Largest accepted max |tile - whole| over the crop, relative to the whole-image output range.
+    crop : int
+        Side of the centre crop in input pixels.
+    step : int
+        Halo increment and crop-origin alignment (the network's phase period ``grid``; 1 if
+        phase-free), so a phase-dependent network is compared at its own phase.
+    max_halo : int, optional
+        Largest halo tried; defaults to what fits in the image.
+
+    Returns
+    -------
+    int or None
+        The halo in input pixels, or None if no tried halo meets the tolerance.
+    """
+    height, width = image.shape
+    y0 = (height // 2 - crop // 2) // step * step
+    x0 = (width // 2 - crop // 2) // step * step
+    if max_halo is None:
+        max_halo = min(y0, x0, height - y0 - crop, width - x0 - crop)
+    whole = predict_fn(image)
+    value_range = float(np.ptp(whole)) or 1.0
+    target = whole[scale * y0 : scale * (y0 + crop), scale * x0 : scale * (x0 + crop)]
+
+    def passes(halo: int) -> bool:
+        tile = predict_fn(image[y0 - halo : y0 + crop + halo, x0 - halo : x0 + crop + halo])
+        inner = tile[scale * halo : scale * (halo + crop), scale * halo : scale * (halo + crop)]
+        return np.abs(inner - target).max() / value_range <= tolerance
+
+    # Bisection over multiples of `step`: the tile error shrinks as context is added, so the
+    # passing halos form an interval [h, max_halo]. The answer is then checked against h - step
+    # and the next two halos, which catches a non-monotone error near the threshold.
+    low, high = -1, max_halo // step  # in units of step: low fails (or is -1), high is tried last
+    if not passes(high * step):
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        if passes(middle * step):
+            high = middle
+        else:
+            low = middle
+    halo = high * step
+    checks = [h for h in (halo + step, halo + 2 * step) if h <= max_halo]
+    if not all(passes(h) for h in checks) or (halo >= step and passes(halo - step)):
+        raise RuntimeError("tile error is not monotone in the halo; scan linearly instead")
+    return halo
+
+
+def gradient_support_radius(model: nn.Module, size: int | None = None, phases: int = 1) -> int:
+    """Exact dependence radius from the gradient support (float64, generic weights): the largest
+    Chebyshev distance from LR pixel c to an input pixel with a nonzero gradient of the output
+    block (2c..2c+1)^2, maximised over ``phases`` positions of c."""
+    # The support must not reach the image border, where zero padding would truncate it.
+    size = size or 2 * (int(model.receptive_radius()) + phases) + 16
+    model = copy.deepcopy(model).double().eval()
+    radius = 0
+    for phase in range(phases):
+        c = size // 2 + phase
+        x = torch.randn(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+        model(x)[0, 0, 2 * c : 2 * c + 2, 2 * c : 2 * c + 2].sum().backward()
+        ys, xs = np.nonzero(x.grad[0, 0].numpy())
+        radius = max(radius, int(max(np.abs(ys - c).max(), np.abs(xs - c).max())))
+    return radius
+
+
+def tile_offset_error(model: nn.Module, image: np.ndarray, margin: int, shifts=range(1, 8)) -> float:
+    """Max over shifts s of max |f(x)[2s:, 2s:] - f(x[s:, s:])| over the interior (``margin``
+    output px away from every edge), relative to the output range."""
+    predict = predict_numpy(model)
+    whole = predict(image)
+    value_range = float(np.ptp(whole))
+    worst = 0.0
+    for s in shifts:
+        shifted = predict(image[s:, s:])
+        a = whole[2 * s :, 2 * s :][margin:-margin, margin:-margin]
+        b = shifted[margin:-margin, margin:-margin]
+        worst = max(worst, float(np.abs(a - b).max()) / value_range)
+    return worst
+
+
+def flops_per_output_pixel(model: nn.Module, size: int = 128) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 1, size, size))
+    return counter.get_total_flops() / (2 * size) ** 2
+
+
+def throughput(model: nn.Module, size: int = 512, repeats: int = 3) -> float:
+    """Output Mpx/s, eval, no grad, 2 threads, median of ``repeats`` after one warm-up."""
+    torch.set_num_threads(2)
+    x = torch.rand(1, 1, size, size)
+    times = []
+    with torch.no_grad():
+        model(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    torch.set_num_threads(1)
+    return (2 * size) ** 2 / 1e6 / float(np.median(times))
+
+
+def export_errors(model: nn.Module, name: str, workdir: Path) -> dict:
+    """Relative max error of torch.jit.trace and ONNX (opset 17, classic exporter, dynamic
+    batch/y/x) against eager on odd sizes; both are traced on a 64x64 input."""
+    import onnxruntime as ort
+
+    sizes = [(97, 131), (33, 17)]
+    example = torch.rand(1, 1, 64, 64)
+    result = {}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example)
+        path = workdir / f"{name}.onnx"
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch", 2: "y", 3: "x"},
+                                        "output": {0: "batch", 2: "y", 3: "x"}})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for h, w in sizes:
+        x = torch.rand(1, 1, h, w)
+        with torch.no_grad():
+            eager = model(x)
+            jit_out = traced(x)
+        scale = float(eager.abs().max())
+        key = f"{h}x{w}"
+        result[f"jit_{key}"] = (float((jit_out - eager).abs().max()) / scale
+                                if jit_out.shape == eager.shape else float("inf"))
+        onnx_out = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+        result[f"onnx_{key}"] = (float((onnx_out - eager).abs().max()) / scale
+                                 if onnx_out.shape == eager.shape else float("inf"))
+    return result
+
+
+def fit_psnr(prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+    """PSNR (data_range 1) after a least-squares gain/offset fit of prediction to target."""
+    a = np.stack([prediction.ravel(), np.ones(prediction.size)], axis=1).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(a, target.ravel().astype(np.float64), rcond=None)
+    fitted = (a @ coef).reshape(target.shape)
+    mse = float(np.mean((fitted - target) ** 2))
+    return 10 * math.log10(1.0 / mse), fitted
+
+
+def bicubic(lr: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return F.interpolate(torch.from_numpy(lr)[None, None], scale_factor=2.0, mode="bicubic",
+                             align_corners=False)[0, 0].numpy()
+
+
+def band_power(image: np.ndarray, low: float, high: float) -> float:
+    """Mean power spectrum (Hann-windowed) over radial frequencies (low, high] in cycles/px."""
+    window = np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
+    spectrum = np.abs(np.fft.fft2((image - image.mean()) * window)) ** 2
+    fy = np.fft.fftfreq(image.shape[0])[:, None]
+    fx = np.fft.fftfreq(image.shape[1])[None, :]
+    radius = np.sqrt(fy**2 + fx**2)
+    return float(spectrum[(radius > low) & (radius <= high)].mean())
+
+
+def quality(model: nn.Module, heldout) -> dict:
+    """Mean PSNR gain over bicubic and spectral power ratios vs the HR target on held-out pairs:
+    band A between the input and output Nyquist (0.25..0.5 cycles/output px), band B its upper
+    half (0.375..0.5), where PixelShuffle images and noise show up."""
+    predict = predict_numpy(model)
+    gains, psnrs, ratio_a, ratio_b, bic_a, bic_b = [], [], [], [], [], []
+    for lr, hr in heldout:
+        psnr_sr, fitted = fit_psnr(predict(lr), hr)
+        psnr_bic, fitted_bic = fit_psnr(bicubic(lr), hr)
+        gains.append(psnr_sr - psnr_bic)
+        psnrs.append(psnr_sr)
+        ratio_a.append(band_power(fitted, 0.25, 0.5) / band_power(hr, 0.25, 0.5))
+        ratio_b.append(band_power(fitted, 0.375, 0.5) / band_power(hr, 0.375, 0.5))
+        bic_a.append(band_power(fitted_bic, 0.25, 0.5) / band_power(hr, 0.25, 0.5))
+        bic_b.append(band_power(fitted_bic, 0.375, 0.5) / band_power(hr, 0.375, 0.5))
+    return {"psnr": float(np.mean(psnrs)), "gain_db": float(np.mean(gains)),
+            "gain_db_min": float(np.min(gains)), "gain_db_max": float(np.max(gains)),
+            "band_ratio_nyq": float(np.mean(ratio_a)), "band_ratio_top": float(np.mean(ratio_b)),
+            "bicubic_band_ratio_nyq": float(np.mean(bic_a)),
+            "bicubic_band_ratio_top": float(np.mean(bic_b))}
+
+
+def structural(model: nn.Module, image: np.ndarray, prefix: str) -> dict:
+    grid = int(getattr(model, "grid", 1))
+    radius = int(model.receptive_radius())
+    margin = 2 * (radius + grid)
+    predict = predict_numpy(model)
+    return {
+        f"{prefix}tile_offset": tile_offset_error(model, image, margin),
+        f"{prefix}halo_1e-5": measure_halo(predict, image, 1e-5, step=grid),
+    } | ({} if prefix else {"halo_1e-6": measure_halo(predict, image, 1e-6, step=grid)})
+
+
+# ----------------------------------------------------------------------------- main
+def run_candidate(name: str, args, pairs, heldout) -> dict:
+    torch.manual_seed(args.seed)
+    model = build(name).eval()
+    probe = heldout[0][0]
+    result = {"name": name, "params": sum(p.numel() for p in model.parameters()),
+              "grid": int(getattr(model, "grid", 1)), "radius_formula": int(model.receptive_radius())}
+    torch.set_num_threads(1)
+    result["radius_gradient"] = gradient_support_radius(model, phases=result["grid"])
+    result["flops_per_out_px"] = flops_per_output_pixel(model)
+    result.update(structural(model, probe, "init_"))
+    print(f"{name}: init {json.dumps(result)}", flush=True)
+    result.update(train(model, pairs, args.steps, args.seed, args.batch, args.tile, args.lr))
+    torch.save(model.state_dict(), args.out / f"{name}.pt")
+    result.update(structural(model, probe, ""))
+    result.update(quality(model, heldout))
+    result["mpx_per_s_2threads"] = throughput(model)
+    result.update(export_errors(model, name, args.out))
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    print(f"{name}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    def fmt(value, spec):
+        return "n/a" if value is None else format(value, spec)
+
+    rows = ["| candidate | params | grid | radius formula / gradient | halo 1e-5 (1e-6) | tile-offset init / trained "
+            "| kFLOP/out px | out Mpx/s (2 thr) | jit / onnx max rel err (97x131, 33x17) "
+            "| PSNR dB | gain vs bicubic dB (min..max) | band power SR/HR 0.25-0.5 (0.375-0.5) | train s (steps) |",
+            "|" + "---|" * 13]
+    for r in results:
+        export = max(r[k] for k in r if k.startswith(("jit_", "onnx_")))
+        rows.append(
+            f"| {r['name']} | {r['params']:,} | {r['grid']} | {r['radius_formula']} / {r['radius_gradient']} "
+            f"| {fmt(r['halo_1e-5'], 'd')} ({fmt(r['halo_1e-6'], 'd')}) "
+            f"| {r['init_tile_offset']:.1e} / {r['tile_offset']:.1e} | {r['flops_per_out_px'] / 1e3:.0f} "
+            f"| {r['mpx_per_s_2threads']:.2f} | {export:.0e} | {r['psnr']:.2f} "
+            f"| {r['gain_db']:+.2f} ({r['gain_db_min']:+.2f}..{r['gain_db_max']:+.2f}) "
+            f"| {r['band_ratio_nyq']:.2f} ({r['band_ratio_top']:.2f}) | {r['train_wall_s']:.0f} ({r['steps']}) |")
+    if results:
+        r = results[0]
+        rows.append(f"\nbicubic band power ratio: {r['bicubic_band_ratio_nyq']:.2f} ({r['bicubic_band_ratio_top']:.2f})")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/tmp/arch/data"))
+    parser.add_argument("--heldout", type=Path, default=Path("/tmp/arch/heldout"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/arch/results"))
+    parser.add_argument("--candidates", default="atrous_blur,atrous_resize,atrous_ps,baseline,atrous_blur_wide")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--tile", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--table", action="store_true", help="only print the table of stored results")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = args.candidates.split(",")
+    if not args.table:
+        pairs, heldout = load_pairs(args.data), load_pairs(args.heldout)
+        for name in names:
+            run_candidate(name, args, pairs, heldout)
+    results = [json.loads((args.out / f"{n}.json").read_text()) for n in names if (args.out / f"{n}.json").exists()]
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
