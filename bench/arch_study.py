@@ -37,13 +37,11 @@ shared 2-core machine, about 50 minutes for the five).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
+import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tifffile
@@ -52,6 +50,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from srunet.model import unet as unet_v2  # the v2 architecture, shipped as model/unet.py
+from srunet.model.package import measured_radius
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arch_measures import (band_power, bicubic, export_errors, fit_psnr,  # noqa: E402
+                           flops_per_output_pixel, measure_halo, predict_numpy, throughput,
+                           tile_offset_error)
 
 PERCENTILES = (1.0, 99.8)
 
@@ -232,195 +236,6 @@ def train(model: nn.Module, pairs, steps: int, seed: int, batch: int, tile: int,
 
 
 # ----------------------------------------------------------------------------- measurements
-def predict_numpy(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    def predict(image: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None])[0, 0].numpy()
-
-    return predict
-
-
-def measure_halo(
-    predict_fn: Callable[[np.ndarray], np.ndarray],
-    image: np.ndarray,
-    tolerance: float = 1e-5,
-    crop: int = 32,
-    step: int = 1,
-    max_halo: int | None = None,
-    scale: int = 2,
-) -> int | None:
-    """Smallest input halo h such that predicting a centre crop with h px of context reproduces
-    the whole-image prediction inside the crop.
-
-    Parameters
-    ----------
-    predict_fn : callable
-        Maps a 2D input image to its 2D prediction, ``scale`` times larger per axis.
-    image : ndarray
-        2D input, large enough that the crop plus ``max_halo`` stays inside it.
-    tolerance : float
-        Largest accepted max |tile - whole| over the crop, relative to the whole-image output range.
-    crop : int
-        Side of the centre crop in input pixels.
-    step : int
-        Halo increment and crop-origin alignment (the network's phase period ``grid``; 1 if
-        phase-free), so a phase-dependent network is compared at its own phase.
-    max_halo : int, optional
-        Largest halo tried; defaults to what fits in the image.
-
-    Returns
-    -------
-    int or None
-        The halo in input pixels, or None if no tried halo meets the tolerance.
-    """
-    height, width = image.shape
-    y0 = (height // 2 - crop // 2) // step * step
-    x0 = (width // 2 - crop // 2) // step * step
-    if max_halo is None:
-        max_halo = min(y0, x0, height - y0 - crop, width - x0 - crop)
-    whole = predict_fn(image)
-    value_range = float(np.ptp(whole)) or 1.0
-    target = whole[scale * y0 : scale * (y0 + crop), scale * x0 : scale * (x0 + crop)]
-
-    def passes(halo: int) -> bool:
-        tile = predict_fn(image[y0 - halo : y0 + crop + halo, x0 - halo : x0 + crop + halo])
-        inner = tile[scale * halo : scale * (halo + crop), scale * halo : scale * (halo + crop)]
-        return np.abs(inner - target).max() / value_range <= tolerance
-
-    # Bisection over multiples of `step`: the tile error shrinks as context is added, so the
-    # passing halos form an interval [h, max_halo]. The answer is then checked against h - step
-    # and the next two halos, which catches a non-monotone error near the threshold.
-    low, high = -1, max_halo // step  # in units of step: low fails (or is -1), high is tried last
-    if not passes(high * step):
-        return None
-    while high - low > 1:
-        middle = (low + high) // 2
-        if passes(middle * step):
-            high = middle
-        else:
-            low = middle
-    halo = high * step
-    checks = [h for h in (halo + step, halo + 2 * step) if h <= max_halo]
-    if not all(passes(h) for h in checks) or (halo >= step and passes(halo - step)):
-        raise RuntimeError("tile error is not monotone in the halo; scan linearly instead")
-    return halo
-
-
-def gradient_support_radius(model: nn.Module, size: int | None = None, phases: int = 1) -> int:
-    """Exact dependence radius from the gradient support (float64, generic weights): the largest
-    Chebyshev distance from LR pixel c to an input pixel with a nonzero gradient of the output
-    block (2c..2c+1)^2, maximised over ``phases`` positions of c."""
-    # The support must not reach the image border, where zero padding would truncate it.
-    size = size or 2 * (int(model.receptive_radius()) + phases) + 16
-    model = copy.deepcopy(model).double().eval()
-    radius = 0
-    for phase in range(phases):
-        c = size // 2 + phase
-        x = torch.randn(1, 1, size, size, dtype=torch.float64, requires_grad=True)
-        model(x)[0, 0, 2 * c : 2 * c + 2, 2 * c : 2 * c + 2].sum().backward()
-        ys, xs = np.nonzero(x.grad[0, 0].numpy())
-        radius = max(radius, int(max(np.abs(ys - c).max(), np.abs(xs - c).max())))
-    return radius
-
-
-def tile_offset_error(model: nn.Module, image: np.ndarray, margin: int, shifts=range(1, 8)) -> float:
-    """Max over shifts s of max |f(x)[2s:, 2s:] - f(x[s:, s:])| over the interior (``margin``
-    output px away from every edge), relative to the output range."""
-    predict = predict_numpy(model)
-    whole = predict(image)
-    value_range = float(np.ptp(whole))
-    worst = 0.0
-    for s in shifts:
-        shifted = predict(image[s:, s:])
-        a = whole[2 * s :, 2 * s :][margin:-margin, margin:-margin]
-        b = shifted[margin:-margin, margin:-margin]
-        worst = max(worst, float(np.abs(a - b).max()) / value_range)
-    return worst
-
-
-def flops_per_output_pixel(model: nn.Module, size: int = 128) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, 1, size, size))
-    return counter.get_total_flops() / (2 * size) ** 2
-
-
-def throughput(model: nn.Module, size: int = 512, repeats: int = 3) -> float:
-    """Output Mpx/s, eval, no grad, 2 threads, median of ``repeats`` after one warm-up."""
-    torch.set_num_threads(2)
-    x = torch.rand(1, 1, size, size)
-    times = []
-    with torch.no_grad():
-        model(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    torch.set_num_threads(1)
-    return (2 * size) ** 2 / 1e6 / float(np.median(times))
-
-
-def export_errors(model: nn.Module, name: str, workdir: Path) -> dict:
-    """Relative max error of torch.jit.trace and ONNX (opset 17, classic exporter, dynamic
-    batch/y/x) against eager on odd sizes; both are traced on a 64x64 input."""
-    import onnxruntime as ort
-
-    sizes = [(97, 131), (33, 17)]
-    example = torch.rand(1, 1, 64, 64)
-    result = {}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, example)
-        path = workdir / f"{name}.onnx"
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch", 2: "y", 3: "x"},
-                                        "output": {0: "batch", 2: "y", 3: "x"}})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    for h, w in sizes:
-        x = torch.rand(1, 1, h, w)
-        with torch.no_grad():
-            eager = model(x)
-            jit_out = traced(x)
-        scale = float(eager.abs().max())
-        key = f"{h}x{w}"
-        result[f"jit_{key}"] = (float((jit_out - eager).abs().max()) / scale
-                                if jit_out.shape == eager.shape else float("inf"))
-        onnx_out = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-        result[f"onnx_{key}"] = (float((onnx_out - eager).abs().max()) / scale
-                                 if onnx_out.shape == eager.shape else float("inf"))
-    return result
-
-
-def fit_psnr(prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-    """PSNR (data_range 1) after a least-squares gain/offset fit of prediction to target."""
-    a = np.stack([prediction.ravel(), np.ones(prediction.size)], axis=1).astype(np.float64)
-    coef, *_ = np.linalg.lstsq(a, target.ravel().astype(np.float64), rcond=None)
-    fitted = (a @ coef).reshape(target.shape)
-    mse = float(np.mean((fitted - target) ** 2))
-    return 10 * math.log10(1.0 / mse), fitted
-
-
-def bicubic(lr: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return F.interpolate(torch.from_numpy(lr)[None, None], scale_factor=2.0, mode="bicubic",
-                             align_corners=False)[0, 0].numpy()
-
-
-def band_power(image: np.ndarray, low: float, high: float) -> float:
-    """Mean power spectrum (Hann-windowed) over radial frequencies (low, high] in cycles/px."""
-    window = np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
-    spectrum = np.abs(np.fft.fft2((image - image.mean()) * window)) ** 2
-    fy = np.fft.fftfreq(image.shape[0])[:, None]
-    fx = np.fft.fftfreq(image.shape[1])[None, :]
-    radius = np.sqrt(fy**2 + fx**2)
-    return float(spectrum[(radius > low) & (radius <= high)].mean())
-
-
 def quality(model: nn.Module, heldout) -> dict:
     """Mean PSNR gain over bicubic and spectral power ratios vs the HR target on held-out pairs:
     band A between the input and output Nyquist (0.25..0.5 cycles/output px), band B its upper
@@ -462,7 +277,7 @@ def run_candidate(name: str, args, pairs, heldout) -> dict:
     result = {"name": name, "params": sum(p.numel() for p in model.parameters()),
               "grid": int(getattr(model, "grid", 1)), "radius_formula": int(model.receptive_radius())}
     torch.set_num_threads(1)
-    result["radius_gradient"] = gradient_support_radius(model, phases=result["grid"])
+    result["radius_gradient"] = measured_radius(model)
     result["flops_per_out_px"] = flops_per_output_pixel(model)
     result.update(structural(model, probe, "init_"))
     print(f"{name}: init {json.dumps(result)}", flush=True)

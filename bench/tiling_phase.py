@@ -1,4 +1,4 @@
-"""How much the released network depends on the pooling phase (block position modulo 2**depth).
+"""How much the released network depends on where a tile starts (v1: position modulo 8; v2: none).
 
 Predicts a simulated field, then the same field shifted by s = 1..7 input pixels, and prints the
 largest and mean difference over the common interior, relative to the output range. Tools that
@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from srunet.model.unet import SRUNet
-from srunet.normalization import normalize, robust_percentiles
+from srunet.normalization import mean_std_range, normalize, robust_percentiles
 from srunet.training.simulate import simulate_pair
 
 
@@ -25,16 +25,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rdf", type=Path, default=Path(__file__).resolve().parent.parent / "rdf.yaml")
     args = parser.parse_args()
-    weights = yaml.safe_load(args.rdf.read_text())["weights"]["pytorch_state_dict"]
+    description = yaml.safe_load(args.rdf.read_text())
+    weights = description["weights"]["pytorch_state_dict"]
     model = SRUNet(**weights["architecture"]["kwargs"]).eval()
     model.load_state_dict(torch.load(args.rdf.parent / weights["source"], weights_only=True))
     lr = simulate_pair(900003, hr_size=512)["lr"].astype(np.float32)
-    x = normalize(lr, *robust_percentiles(lr, (1, 99.8)))
+    steps = {p["id"]: p.get("kwargs", {}) for p in description["inputs"][0]["preprocessing"]}
+    if "zero_mean_unit_variance" in steps:  # the package's own normalisation
+        x = normalize(lr, *mean_std_range(lr))
+    else:
+        x = normalize(lr, *robust_percentiles(lr, (steps["scale_range"]["min_percentile"],
+                                                   steps["scale_range"]["max_percentile"])))
     margin = 2 * (model.receptive_radius() + model.grid)
     with torch.no_grad():
         whole = model(torch.from_numpy(x)[None, None])[0, 0].numpy()
         value_range = float(np.ptp(whole))
-        for shift in range(1, model.grid):
+        for shift in range(1, 8):  # a pooling network repeats with period grid (8 for v1)
             shifted = model(torch.from_numpy(x[shift:, shift:].copy())[None, None])[0, 0].numpy()
             a = whole[2 * shift:, 2 * shift:][margin:-margin, margin:-margin]
             b = shifted[margin:-margin, margin:-margin]

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from srunet.normalization import EPS, MEAN_STD, PERCENTILES
+
 _METRIC_ROW = re.compile(r"^\| (psnr|ssim|nrmse|accuracy) \| ([-\d.e+]+) \| ([-\d.e+]+) \|$")
 
 
@@ -34,6 +36,19 @@ def _training_metrics(card: str) -> tuple[dict, int | None]:
     return metrics, int(head.group(1))
 
 
+def _normalization(data: dict, rdf: Path) -> dict:
+    """The checkpoint's normalisation record from the package's preprocessing step."""
+    steps = {p["id"]: p.get("kwargs", {}) for p in data["inputs"][0].get("preprocessing", [])}
+    if "zero_mean_unit_variance" in steps:
+        return {"method": MEAN_STD, "eps": steps["zero_mean_unit_variance"].get("eps", EPS)}
+    if "scale_range" in steps:
+        percentiles = [steps["scale_range"]["min_percentile"], steps["scale_range"]["max_percentile"]]
+        # v1 training used the same percentiles for LR and HR
+        return {"method": PERCENTILES, "lr_percentiles": percentiles, "hr_percentiles": percentiles}
+    raise ValueError(f"{rdf} has neither zero_mean_unit_variance nor scale_range preprocessing: "
+                     "its normalisation is unknown")
+
+
 def checkpoint_from_package(rdf: str | Path, *, config: dict | None = None) -> dict:
     """A checkpoint dict (as ``load_checkpoint`` returns) from a package's ``rdf.yaml``.
 
@@ -41,32 +56,28 @@ def checkpoint_from_package(rdf: str | Path, *, config: dict | None = None) -> d
     ----------
     rdf : path
         The package description; its ``pytorch_state_dict`` weights and architecture kwargs,
-        its ``scale_range`` percentiles and its card's training-validation table are read.
+        its normalisation (preprocessing step) and its card's training-validation table are read.
     config : dict, optional
         The training config to record (the package does not carry it).
 
     Raises
     ------
     ValueError
-        If the description has no state-dict weights or no ``scale_range`` preprocessing.
+        If the description has no state-dict weights or no known preprocessing.
     """
     rdf = Path(rdf)
     data = yaml.safe_load(rdf.read_text(encoding="utf-8"))
     weights = (data.get("weights") or {}).get("pytorch_state_dict")
     if not weights:
         raise ValueError(f"{rdf} has no pytorch_state_dict weights to rebuild a checkpoint from")
-    steps = [p for p in data["inputs"][0].get("preprocessing", []) if p["id"] == "scale_range"]
-    if not steps:
-        raise ValueError(f"{rdf} has no scale_range preprocessing (percentiles unknown)")
-    percentiles = [steps[0]["kwargs"]["min_percentile"], steps[0]["kwargs"]["max_percentile"]]
+    normalization = _normalization(data, rdf)
     state = torch.load(rdf.parent / weights["source"], map_location="cpu", weights_only=True)
     documentation = data.get("documentation")
     source = documentation["source"] if isinstance(documentation, dict) else documentation
     card = (rdf.parent / source).read_text(encoding="utf-8") if source else ""
     metrics, step = _training_metrics(card)
     checkpoint = {"model_kwargs": dict(weights["architecture"]["kwargs"]), "model_state": state,
-                  # Training used the same percentiles for LR and HR (training/*.yaml).
-                  "normalization": {"lr_percentiles": percentiles, "hr_percentiles": percentiles},
+                  "normalization": normalization,
                   "config": config or {}, "metrics": metrics}
     if step is not None:
         checkpoint["step"] = step

@@ -20,8 +20,8 @@ def test_yaml_file_and_errors_name_file_key_and_value(tmp_path):
     path.write_text("data:\n  tile_size: 50\n")
     with pytest.raises(ValueError, match=r"data\.tile_size[\s\S]*got 50"):
         load_config(path)
-    path.write_text("model:\n  depth: 4\ndata:\n  tile_size: 24\n")
-    with pytest.raises(ValueError, match="multiple of 2\\*\\*model.depth"):
+    path.write_text("model:\n  channel_growth: -2\n")
+    with pytest.raises(ValueError, match=r"model\.channel_growth[\s\S]*given: -2"):
         load_config(path)
     with pytest.raises(ValueError, match="KEY=VALUE"):
         load_config(None, ["train.epochs"])
@@ -46,5 +46,5 @@ def test_release_config_is_valid_and_describes_the_released_network():
     released = yaml.safe_load((root / "rdf.yaml").read_text())
     kwargs = released["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
     assert kwargs == config.model.model_dump()
-    (step,) = released["inputs"][0]["preprocessing"]
-    assert step["id"] == "zero_mean_unit_variance" and config.data.normalization == "mean_std"
+    steps = [p["id"] for p in released["inputs"][0]["preprocessing"] if p["id"] != "ensure_dtype"]
+    assert steps == ["zero_mean_unit_variance"] and config.data.normalization == "mean_std"

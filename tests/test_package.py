@@ -158,7 +158,7 @@ def test_description_geometry(tiny_descr, tiny_checkpoint):
         size = in_axes[str(axis.id)].size
         assert size.step % build_model(checkpoint).grid == 0 and size.min == blocks.min
         assert 2 * size.min - 2 * axis.halo >= 1
-    (step,) = tiny_descr.inputs[0].preprocessing
+    (step,) = [p for p in tiny_descr.inputs[0].preprocessing if p.id != "ensure_dtype"]
     assert step.id == "zero_mean_unit_variance" and checkpoint["normalization"]["method"] == "mean_std"
     assert [str(a) for a in step.kwargs.axes] == ["y", "x"] and step.kwargs.eps == 1e-6
     assert tiny_descr.config.model_extra["deepimagej"]["allow_tiling"] is True

@@ -47,6 +47,6 @@ def test_residual_of_constant_is_constant():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="depth"):
-        SRUNet(depth=0)
+        SRUNet(depth=-1)
     with pytest.raises(ValueError, match="residual"):
         SRUNet(in_channels=1, out_channels=2, residual=True)

@@ -275,7 +275,7 @@ class Trainer:
         self.state["epoch_batches"] += 1
         self.progress.update(1)
         if self.state["step"] % LOG_EVERY == 0:
-            self.progress.set_postfix(loss=f"{float(loss):.4f}")
+            self.progress.set_postfix(loss=f"{loss.detach().item():.4f}")
 
     def _fit_schedule_to_budget(self) -> None:
         """With ``train.max_minutes``: after the first validation, end the schedule (cosine
