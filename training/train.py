@@ -201,6 +201,9 @@ class Trainer:
                              self.best_path, self.last_path, self.state["metrics"],
                              self.time_shares)
         if self.world > 1:
+            # Rank 0 still writes the final report: tearing gloo down on one rank while the
+            # other is busy aborted the process at exit ("terminate called ...") now and then.
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
         return result
 
