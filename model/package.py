@@ -6,8 +6,9 @@ as hand-formatted YAML. Facts this module relies on are in docs/packaging.md:
 - 2x output = a size reference to the input axis of the same id with input scale 4.0 and output
   scale 2.0 (no unit): bioimage.io (v0.5 meaning) and deepImageJ/JDLL (v0.4 meaning) both read
   that as 2x, with the same input halo.
-- Block sizes ``min + n * step`` and the halo are multiples of the network's pooling grid, so
-  every block sees the same pooling phase as the whole image (``geometry``).
+- Block sizes ``min + n * step`` and the halo are multiples of the network's ``grid`` (1 for the
+  phase-free v2 network, 2**depth for v1's pooling UNet), so every block sees the same phase as
+  the whole image (``geometry``); the halo is the measured receptive radius of the weights.
 
 Layouts written:
 

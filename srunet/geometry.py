@@ -17,7 +17,8 @@ Tiling (all numbers in LR/input pixels unless said otherwise)::
 
 The inner block of the output is the 2x image of the inner input block; the halo must cover
 the network's receptive radius so the kept pixels equal a whole-image prediction. Block starts
-and halo are multiples of the network's pooling grid, so every block sees the same pooling phase.
+and halo are multiples of the network's grid (1 for a phase-free network, 2**depth for a pooling
+UNet), so every block sees the same phase.
 Block sizes are ``min + n * step`` (:class:`Blocks`).
 """
 

@@ -199,7 +199,7 @@ def test_end_to_end_through_a_real_package(tmp_path):
                             sample=dict(zip(("lr", "hr"), make_pair(11, size=128)[1:])))
     lr_dir, hr_dir = tmp_path / "lr", tmp_path / "hr"
     lr_dir.mkdir(), hr_dir.mkdir()
-    name, lr, hr = make_pair(10, size=80)  # not a multiple of the pooling grid on purpose
+    name, lr, hr = make_pair(10, size=80)  # odd size on purpose
     tifffile.imwrite(lr_dir / f"{name}.tif", lr)
     tifffile.imwrite(hr_dir / f"{name}.tif", hr)
     summary = evaluate_package(package, lr_dir=lr_dir, hr_dir=hr_dir, out_dir=tmp_path / "out")
