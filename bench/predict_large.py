@@ -3,7 +3,7 @@
 Prints wall time, peak resident memory, and checks the output: 8192x8192 OME-TIFF whose pixel
 size is half the input's.
 
-    python bench/predict_large.py [--size 4096] [--model rdf.yaml]
+    python bench/predict_large.py [--size 4096] [--model rdf.yaml] [--weights-format FORMAT]
 """
 
 from __future__ import annotations
@@ -34,14 +34,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--model", type=Path, default=default_model())
+    parser.add_argument("--weights-format", default=None, help="default: srunet predict's (onnx)")
     args = parser.parse_args()
+    extra = ["--weights-format", args.weights_format] if args.weights_format else []
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "big.ome.tif"
         tifffile.imwrite(source, synthetic_confocal(args.size), ome=True,
                          metadata={"axes": "YX", "PhysicalSizeX": 0.085, "PhysicalSizeXUnit": "µm",
                                    "PhysicalSizeY": 0.085, "PhysicalSizeYUnit": "µm"})
         start = time.perf_counter()
-        assert cli(["predict", str(source), "--model", str(args.model), "--out", str(Path(tmp) / "out")]) == 0
+        assert cli(["predict", str(source), "--model", str(args.model), "--out", str(Path(tmp) / "out")] + extra) == 0
         seconds = time.perf_counter() - start
         result = Path(tmp) / "out" / "big_sr.ome.tif"
         with tifffile.TiffFile(result) as tif:

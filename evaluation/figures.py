@@ -149,7 +149,9 @@ FLAG_NOTES = (
     f"{contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm an ISM microscope can resolve, so some of its finest "
     "detail is not supported by the data; do not interpret structures smaller than about "
     f"{contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm in that image, and trust the 'SR vs HR' column (agreement "
-    "with a real ISM image) or a two-image FRC (`--lr-repeat`/`--hr-repeat`) instead.",
+    "with a real ISM image) or a two-image FRC (`--lr-repeat`/`--hr-repeat`) instead. Denoising "
+    "alone raises it too: a faint high band that repeats between noise draws counts as resolved "
+    "(the release holds ~2 % of the target's power there and is flagged; bicubic is not).",
     "**'<=' before an FRC value**: the curve never fell below the threshold, so the number is a "
     "bound set by the pixel size, not a measurement; read it as 'at least this fine' (no action).",
     "**rsp SR well below rsp HR**: the output, blurred back to confocal, disagrees with the measured "

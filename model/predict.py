@@ -1,18 +1,22 @@
 """Prediction with a packaged srunet model, through ``bioimageio.core``.
 
 The package, not this module, owns preprocessing and weights: images go through core's own
-``scale_range`` operator and model adapters, so the result is what any bioimage.io consumer
-computes. What this module adds is exact tiling for any image size:
+preprocessing operator (``zero_mean_unit_variance`` for v2, ``scale_range`` for v1) and model
+adapters, so the result is what any bioimage.io consumer computes. What this module adds is
+exact tiling for any image size, and speed:
 
-1. core's preprocessing runs once on the *unpadded* image, so the percentiles are those of the
-   image itself (core's untiled path would take them of a halo-padded image, ~0.3 % off);
-2. the normalised image is padded (symmetric, bottom/right) to the block grid, because core
-   places its last block at ``size - inner`` and the UNet's pooling phase is anchored at a
-   block's top-left: a block start off the grid would change the result;
+1. core's preprocessing runs once on the *unpadded* image, so the statistics are those of the
+   image itself (core's untiled path would take them of a halo-padded image);
+2. the normalised image is padded (symmetric, bottom/right) to a declared block size, because
+   core places its last block at ``size - inner`` (and v1's pooling phase is anchored at a
+   block's top-left, so its blocks must start on its grid; v2 has grid 1);
 3. core predicts blocks of ``min + n * step`` input pixels with the declared halo, and the
    padding is cropped off again.
 
 Tiled output then equals whole-image output to float rounding, whatever the block size.
+Weights: the package's ONNX weights when it has them and onnxruntime is installed (the same
+numbers as PyTorch to ~1e-7, tested; 2.6 vs 0.7-1.1 output Mpx/s on 2 CPU cores, see the
+README's benchmarks), else core's choice.
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ from srunet.geometry import Blocks, largest_block, smallest_block
 from srunet.normalization import denormalize, mean_std_range
 from srunet.tiff import read_image, stem, write_ome_tiff
 
-DEFAULT_BLOCK_LR = 512  # input px per block side: ~100 MB of activations for the default UNet
+# Input px per block side, halo included, by weight format. Measured on 2 CPU cores (2048^2
+# input, v2): onnxruntime 1.9 / 2.6 / 2.6 / 1.8 output Mpx/s at 384 / 512 / 640 / 1024; PyTorch
+# (state dict) 0.7 / 1.1 / 0.9 / 0.7 / 0.4 at 192 / 256 / 320 / 512 / 1024: its CPU convolutions
+# slow down on large planes more than the halo overhead (1.5x at 512, 2.3x at 256) costs.
+DEFAULT_BLOCK_LR = {"onnx": 512, "pytorch_state_dict": 256, "torchscript": 256}
 DEFAULT_PIXEL_UM = 0.085  # contract: spinning-disk confocal pixel size
 # An image whose 0.1-99.9 percentile range is below this many ADU (or below 1e-6 of its mean
 # level) holds no structure to super-resolve: the percentile normalisation then blows up noise
@@ -111,6 +119,16 @@ def package_blocks(descr) -> Blocks:
     return found["y"]
 
 
+def preferred_format(descr) -> str | None:
+    """"onnx" when the package has ONNX weights and onnxruntime is installed (the fastest on
+    CPU, measured), else None: core's own priority order (PyTorch state dict first)."""
+    import importlib.util
+
+    if descr.weights.onnx is not None and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnx"
+    return None
+
+
 class Predictor:
     """A loaded prediction pipeline, reusable for many images (and for test-time augmentation).
 
@@ -121,21 +139,24 @@ class Predictor:
     tiled : bool
         Predict in blocks (bounded memory); False runs the whole image at once.
     block_lr : int, optional
-        Largest block side in input pixels, halo included (default 512); rounded down to a
-        declared block size ``min + n * step``.
+        Largest block side in input pixels, halo included (default: the fastest measured for
+        the weight format, ``DEFAULT_BLOCK_LR``); rounded down to a declared block size
+        ``min + n * step``.
     weights_format : str, optional
-        "pytorch_state_dict", "torchscript" or "onnx"; default: core's choice.
+        "pytorch_state_dict", "torchscript" or "onnx"; default: :func:`preferred_format`.
     """
 
     def __init__(self, model_descr, *, tiled: bool = True, block_lr: int | None = None,
                  weights_format: str | None = None):
         self.descr = load_model(model_descr)
         self.blocks = package_blocks(self.descr)
-        self.tiled, self.block_lr = tiled, DEFAULT_BLOCK_LR if block_lr is None else block_lr
+        self.weights_format = weights_format or preferred_format(self.descr)
+        if block_lr is None:
+            block_lr = DEFAULT_BLOCK_LR.get(self.weights_format or "pytorch_state_dict", 256)
+        self.tiled, self.block_lr = tiled, block_lr
         if self.tiled and self.block_lr < self.blocks.min:
             raise ValueError(f"block_lr={self.block_lr} is below the model's smallest block "
                              f"({self.blocks.min} input px)")
-        self.weights_format = weights_format
         self._pipeline = None
         self.input_units = any(p.id == "zero_mean_unit_variance"
                                for p in self.descr.inputs[0].preprocessing)
@@ -207,7 +228,7 @@ def predict_image(model_descr, image: np.ndarray, *, tiled: bool = True,
     """Super-resolve one raw 2-D image (y, x) through bioimageio.core; returns (2y, 2x) float32.
 
     Any size works. With ``tiled`` (default) memory is bounded by the block size
-    (``block_lr`` input pixels per side, default 512). See :class:`Predictor` for the
+    (``block_lr`` input pixels per side, default ``DEFAULT_BLOCK_LR``). See :class:`Predictor` for the
     parameters; use it directly to predict many images without reloading the weights.
     """
     with Predictor(model_descr, tiled=tiled, block_lr=block_lr,
@@ -216,7 +237,8 @@ def predict_image(model_descr, image: np.ndarray, *, tiled: bool = True,
 
 
 def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistency: bool = False,
-                  uncertainty: bool = False) -> list[Path]:
+                  uncertainty: bool = False, weights_format: str | None = None,
+                  block_lr: int | None = None) -> list[Path]:
     """Super-resolve TIFF/OME-TIFF files; write ``out_dir/NAME_sr.ome.tif`` for each.
 
     Parameters
@@ -232,6 +254,8 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
     consistency, uncertainty : bool
         Also write ``NAME_consistency.ome.tif`` (physics-consistency map on the input grid)
         and ``NAME_uncertainty.ome.tif`` (test-time-augmentation std on the output grid).
+    weights_format, block_lr : optional
+        As for :class:`Predictor` (default: ONNX when available, its fastest block size).
 
     Returns
     -------
@@ -271,7 +295,7 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
-        _predict_into(Predictor(descr), inputs, planned, written, consistency, uncertainty, tqdm)
+        _predict_into(Predictor(descr, weights_format=weights_format, block_lr=block_lr), inputs, planned, written, consistency, uncertainty, tqdm)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no empty folder behind

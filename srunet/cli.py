@@ -142,7 +142,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     outputs = predict_files(args.inputs, model=args.model or default_model(), out_dir=args.out,
                             overwrite=args.overwrite, consistency=args.consistency,
-                            uncertainty=args.uncertainty)
+                            uncertainty=args.uncertainty, weights_format=args.weights_format,
+                            block_lr=args.block_lr)
     for path in outputs:
         print(path)
     return 0
@@ -252,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write a test-time-augmentation spread map: relative, not "
                         "calibrated (it underestimates the error several-fold; `srunet evaluate` "
                         "measures by how much on your pairs)")
+    p.add_argument("--weights-format", choices=("onnx", "pytorch_state_dict", "torchscript"),
+                   default=None, help="default: onnx when onnxruntime is installed (fastest on "
+                   "CPU), else bioimageio.core's choice")
+    p.add_argument("--block-lr", type=int, default=None, metavar="PX",
+                   help="largest block side in input px, halo included (default: the fastest "
+                   "measured for the format: 512 onnx, 256 PyTorch); bounds memory")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="QC report of a package on paired LR/HR data")

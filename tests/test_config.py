@@ -48,3 +48,28 @@ def test_release_config_is_valid_and_describes_the_released_network():
     assert kwargs == config.model.model_dump()
     steps = [p["id"] for p in released["inputs"][0]["preprocessing"] if p["id"] != "ensure_dtype"]
     assert steps == ["zero_mean_unit_variance"] and config.data.normalization == "mean_std"
+
+
+def test_fine_tuning_recipe_fits_the_release(monkeypatch):
+    """training/finetune.yaml (the README recipe, bench/finetune.py) starts from the committed
+    release weights: same model section, same normalisation, and the weights load into it."""
+    from pathlib import Path
+
+    import torch
+    import yaml
+
+    from srunet.model.unet import SRUNet
+    from srunet.training.resume import load_initial_weights
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # init_from is relative to the checkout, as in the README
+    config = load_config(root / "training" / "finetune.yaml", ["data.root=unused"])
+    assert config.train.init_from == Path("model/release/weights.pt")
+    assert config.train.max_minutes is not None and config.data.normalization == "mean_std"
+    released = yaml.safe_load((root / "rdf.yaml").read_text())
+    assert released["weights"]["pytorch_state_dict"]["architecture"]["kwargs"] == config.model.model_dump()
+    model = SRUNet(**config.model.model_dump())
+    load_initial_weights(config, model, torch.device("cpu"))
+    release = torch.load(root / "model" / "release" / "weights.pt", weights_only=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, release[key]), key

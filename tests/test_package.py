@@ -192,6 +192,24 @@ def test_matches_eager_network_in_interior(tiny_descr, tiny_checkpoint):
     assert error < 1e-4, f"core tiled prediction differs from eager by {error:.2e} in the interior"
 
 
+def test_default_weights_are_onnx_when_available_else_cores_choice(tiny_descr, monkeypatch):
+    """srunet predict runs the ONNX weights by default (measured fastest on CPU) with their own
+    block size; without onnxruntime it falls back to core's order (PyTorch state dict)."""
+    import importlib.util
+
+    from srunet.model.predict import DEFAULT_BLOCK_LR
+
+    predictor = Predictor(tiny_descr)
+    assert (predictor.weights_format, predictor.block_lr) == ("onnx", DEFAULT_BLOCK_LR["onnx"])
+    assert Predictor(tiny_descr, block_lr=300).block_lr == 300
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnxruntime" else real(name, *args))
+    predictor = Predictor(tiny_descr)
+    assert predictor.weights_format is None
+    assert predictor.block_lr == DEFAULT_BLOCK_LR["pytorch_state_dict"]
+
+
 def seam_score(diff: np.ndarray, period: int) -> float:
     """How much larger |diff| is on block-boundary rows/columns than elsewhere (1 = no seam)."""
     scores = []

@@ -114,6 +114,25 @@ def test_determinism_and_independent_noise_stream():
     np.testing.assert_array_equal(clean["lr"], a["lr_clean"])
 
 
+def test_overrides_replace_drawn_parameters_and_keep_the_content():
+    """A microscope outside the contract (bench/finetune.py): its PSFs replace the drawn ones,
+    the object and every other parameter stay those of the seed."""
+    drawn = simulate_pair(7, hr_size=SIZE, noise=False)
+    wide = optics.psf_spec(400.0)
+    other = simulate_pair(7, hr_size=SIZE, noise=False, overrides={"lr_psf": wide, "pinhole_au": 0.5})
+    assert other["params"]["lr_psf"] == wide and other["params"]["pinhole_au"] == 0.5
+    rest = {k: v for k, v in drawn["params"].items() if k not in ("lr_psf", "pinhole_au")}
+    assert rest == {k: other["params"][k] for k in rest}
+    np.testing.assert_array_equal(drawn["hr_clean"], other["hr_clean"])  # same object, same HR PSF
+
+    def roughness(image):  # neighbour-difference energy per unit variance: lower when blurrier
+        return np.mean(np.diff(image, axis=1) ** 2) / np.var(image)
+
+    assert roughness(other["lr_clean"]) < 0.8 * roughness(drawn["lr_clean"])
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['pinhole'\]"):
+        simulate_pair(7, hr_size=SIZE, overrides={"pinhole": 0.5})
+
+
 def test_realisations_are_independent_and_reproducible():
     one = simulate_pair(11, hr_size=SIZE)
     two = simulate_pair(11, hr_size=SIZE, realisations=2)

@@ -164,7 +164,7 @@ def add_hr_noise(hr_clean: np.ndarray, params: dict, rng: np.random.Generator) -
 
 
 def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
-                  realisations: int = 1, obj=None) -> dict:
+                  realisations: int = 1, obj=None, overrides: dict | None = None) -> dict:
     """Simulate one (confocal LR, ISM HR) pair, deterministically from ``seed``.
 
     Parameters
@@ -181,6 +181,10 @@ def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
         ``obj(rng, shape) -> array``: the fluorescent object on the fine grid (non-negative,
         bright end ~1) instead of the kidney phantom, e.g. a real image used as the specimen
         (``bench/foreign_heldout.py``); optics, noise and registration are drawn as usual.
+    overrides : dict, optional
+        Parameters that replace the drawn ones (keys of :func:`sample_params`), e.g. the PSFs
+        and pinhole of a microscope outside the contract (``bench/finetune.py``). Everything is
+        still drawn first, so the other parameters and the content do not change.
 
     Returns
     -------
@@ -194,6 +198,10 @@ def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
     content_seq, noise_seq = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(content_seq)
     params = sample_params(rng, hr_size)
+    unknown = sorted(set(overrides or {}) - set(params))
+    if unknown:
+        raise ValueError(f"overrides has unknown parameter(s) {unknown}; known: {sorted(params)}")
+    params.update(overrides or {})
     n = 2 * params["hr_size"] + 2 * MARGIN_FINE_PX  # fine grid: HR / 2
     if obj is None:
         obj, info = phantom.render_object(rng, (n, n), params["content"])
