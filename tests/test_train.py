@@ -98,6 +98,14 @@ def test_fine_tuning_starts_from_the_given_weights(sim_data, tmp_path):
     assert len(tags["init_from_sha256"]) == 64
 
 
+def test_fine_tuning_from_a_missing_file_says_where_it_looked(sim_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"init_from=model/release/weights.pt: no such file.*"
+                                                r"current folder"):
+        run(sim_data, tmp_path / "a", "train.init_from=model/release/weights.pt")
+    assert not (tmp_path / "a").exists()  # refused before anything was written
+
+
 def test_fine_tuning_refuses_another_architecture(sim_data, tmp_path):
     _, first = run(sim_data, tmp_path / "a", "train.max_steps=1")
     with pytest.raises(ValueError, match="base_channels.: 8.*make them equal"):

@@ -96,6 +96,12 @@ class Trainer:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         torch.use_deterministic_algorithms(self.device.type == "cpu", warn_only=True)
+        init_from = config.train.init_from
+        if init_from is not None and resume is None and not Path(init_from).is_file():
+            raise FileNotFoundError(
+                f"train.init_from={init_from}: no such file (relative paths start at the current "
+                f"folder, {Path.cwd()}); run from the srunet checkout (training/finetune.yaml "
+                "points to model/release/weights.pt) or give the weights' absolute path")
         self._load_data()
         self.state = {"step": 0, "best_psnr": -math.inf, "bad_epochs": 0, "epoch_loss": 0.0,
                       "epoch_batches": 0, "run_id": None, "metrics": {}, "train_seconds": 0.0,
