@@ -295,7 +295,8 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
-        _predict_into(Predictor(descr, weights_format=weights_format, block_lr=block_lr), inputs, planned, written, consistency, uncertainty, tqdm)
+        predictor = Predictor(descr, weights_format=weights_format, block_lr=block_lr)
+        _predict_into(predictor, inputs, planned, written, consistency, uncertainty, tqdm)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no empty folder behind
