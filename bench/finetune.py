@@ -43,6 +43,7 @@ from srunet.training import dataset as ds
 from srunet.training import optics
 from srunet.training.config import load_config
 from srunet.training.drawing import Canvas
+from srunet.training.phantom import normalised
 from srunet.training.simulate import simulate_pair
 from srunet.training.train import Trainer
 from srunet.training.validate import predict_array, prepare_validation
@@ -71,10 +72,7 @@ def cytoskeleton(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray
     canvas.discs(rng.uniform(0, 1, (n_vesicles, 2)) * np.array(shape),
                  rng.uniform(30, 90, n_vesicles) / contract.FINE_PIXEL_NM,
                  rng.uniform(0.3, 1.0, n_vesicles), hollow=bool(rng.uniform() < 0.5))
-    image = canvas.render()
-    h, w = (s // 4 * 4 for s in shape)
-    ref = np.percentile(image[:h, :w].reshape(h // 4, 4, w // 4, 4).sum((1, 3)), 99.8)
-    return image / max(ref, 1e-12)
+    return normalised(canvas.render())  # bright end ~1 per LR pixel, like the kidney phantom
 
 
 def tissue_overrides() -> dict:

@@ -317,7 +317,7 @@ def generic(canvas: Canvas, rng, ctx: dict) -> dict:
     return {"generic_parts": parts}
 
 
-def _normalised(img: np.ndarray) -> np.ndarray:
+def normalised(img: np.ndarray) -> np.ndarray:
     """Scale so the bright end (99.8th percentile of 4x4 sums, ~LR pixels) is 1."""
     h, w = (s // 4 * 4 for s in img.shape)
     ref = np.percentile(img[:h, :w].reshape(h // 4, 4, w // 4, 4).sum((1, 3)), 99.8)
@@ -373,9 +373,9 @@ def render_object(rng: np.random.Generator, shape: tuple[int, int],
                                               rng.uniform(5, min(10, 0.6 * r2))))
         else:
             info["glomerulus"] = glomerulus(canvas, rng, weights, ctx)
-        obj = _normalised(canvas.render())
+        obj = normalised(canvas.render())
     if content["generic_weight"] > 0:
         canvas = Canvas(shape)
         info.update(generic(canvas, rng, ctx))
-        obj = obj + content["generic_weight"] * _normalised(canvas.render())
+        obj = obj + content["generic_weight"] * normalised(canvas.render())
     return np.maximum(obj, 0.0), info
