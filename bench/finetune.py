@@ -35,16 +35,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srunet import contract
+from srunet.physics import contract
 from srunet.evaluation.metrics import all_metrics
 from srunet.model.unet import SRUNet
 from srunet.tiff import find_pairs, write_ome_tiff
 from srunet.training import dataset as ds
-from srunet.training import optics
+from srunet.physics import optics
 from srunet.training.config import load_config
-from srunet.training.drawing import Canvas
-from srunet.training.phantom import normalised
-from srunet.training.simulate import simulate_pair
+from srunet.simulation.drawing import Canvas
+from srunet.simulation.phantom import normalised
+from srunet.simulation.simulator import simulate_pair
 from srunet.training.train import Trainer
 from srunet.training.validate import predict_array, prepare_validation
 

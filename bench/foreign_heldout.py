@@ -24,9 +24,9 @@ import numpy as np
 from scipy.ndimage import zoom as resample
 from skimage import color, data
 
-from srunet import contract
+from srunet.physics import contract
 from srunet.tiff import write_ome_tiff
-from srunet.training.simulate import simulate_pair
+from srunet.simulation.simulator import simulate_pair
 
 SEED = 700000  # disjoint from training (0..) and the phantom held-out set (900000..)
 

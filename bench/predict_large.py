@@ -20,7 +20,7 @@ import tifffile
 
 def synthetic_confocal(size: int, seed: int = 0) -> np.ndarray:
     """A large field tiled from simulated LR images (realistic content, exact size)."""
-    from srunet.training.simulate import simulate_pair
+    from srunet.simulation.simulator import simulate_pair
 
     tiles = [simulate_pair(seed + k, hr_size=512)["lr"] for k in range(4)]
     reps = -(-size // 256)

@@ -18,7 +18,7 @@ import yaml
 
 from srunet.model.unet import SRUNet
 from srunet.normalization import mean_std_range, normalize, robust_percentiles
-from srunet.training.simulate import simulate_pair
+from srunet.simulation.simulator import simulate_pair
 
 
 def main() -> None:

@@ -93,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
-            from srunet.training.simulate import simulate_dataset
+            from srunet.simulation.simulator import simulate_dataset
 
             data = Path(tmp) / "sim"
             simulate_dataset(data, pairs=4, seed=0)

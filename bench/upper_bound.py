@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 
 from srunet.evaluation.metrics import all_metrics
-from srunet.training.simulate import simulate_pair
+from srunet.simulation.simulator import simulate_pair
 
 
 def main() -> None:

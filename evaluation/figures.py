@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srunet import contract
+from srunet.physics import contract
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "nrmse": "NRMSE", "accuracy": "accuracy (%)"}
 

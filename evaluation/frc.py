@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 from scipy.signal import savgol_filter
 
-from srunet import contract
+from srunet.physics import contract
 
 THRESHOLDS = ("1/7", "half-bit")
 WINDOWS = ("hamming", "hann", "tukey", None)

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.filters import threshold_otsu
 
-from srunet import contract
+from srunet.physics import contract
 from srunet.evaluation import figures, frc
 from srunet.evaluation.consistency import consistency_map
 from srunet.evaluation.metrics import all_metrics, fit_gain_offset, gain_offset, upsample_bicubic

@@ -1,7 +1,7 @@
 """Model card text and cover image of the srunet bioimage.io package.
 
 Kept apart from ``package.py`` so the wording can be reviewed on its own. Every number about the
-training data comes from ``srunet.contract`` (the acquisition contract), never retyped.
+training data comes from ``srunet.physics.contract`` (the acquisition contract), never retyped.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from srunet import contract
+from srunet.physics import contract
+from srunet.geometry import hr_slices
 from srunet.normalization import EPS, MEAN_STD, method_of
 
 # Who can run the package, and how that is known: the same table is in the repository README.
@@ -257,7 +258,7 @@ def write_cover(path: Path, *, lr: np.ndarray, sr: np.ndarray) -> Path:
     """Write the 2:1 PNG cover (1000 x 500 px): confocal input | srunet 2x, 1 um scale bars.
 
     Both panels show the same field (centre crop of at most 64 LR px), so the scale bar is as
-    long on both; pixel sizes come from ``srunet.contract``. Labels sit inside the panels so
+    long on both; pixel sizes come from ``srunet.physics.contract``. Labels sit inside the panels so
     the image stays exactly 2:1 (the site cuts thumbnails to 2:1).
     """
     import matplotlib
@@ -269,7 +270,7 @@ def write_cover(path: Path, *, lr: np.ndarray, sr: np.ndarray) -> Path:
     crop = min(64, *lr.shape)
     y0, x0 = (lr.shape[0] - crop) // 2, (lr.shape[1] - crop) // 2
     panels = (("confocal input", lr[y0:y0 + crop, x0:x0 + crop], contract.LR_PIXEL_NM),
-              ("srunet 2x", sr[2 * y0:2 * (y0 + crop), 2 * x0:2 * (x0 + crop)],
+              ("srunet 2x", sr[hr_slices(y0, x0, crop, crop)],
                contract.HR_PIXEL_NM))
     figure = plt.figure(figsize=(8, 4), dpi=125)
     for index, (label, image, pixel_nm) in enumerate(panels):

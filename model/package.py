@@ -32,7 +32,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 
 from srunet.evaluation.metrics import all_metrics, upsample_bicubic
@@ -46,6 +45,8 @@ from srunet.normalization import EPS, MEAN_STD, method_of
 from srunet.model.publication import Publication, load_publication
 from srunet.model.unet import SRUNet
 from srunet.model.zoo_format import make_runner_compatible, zip_folder
+from srunet.simulation.simulator import simulate_pair
+from srunet.tiff import write_tensor_tiff
 
 INPUT_SCALE, OUTPUT_SCALE = 4.0, 2.0  # encodes 2x for both v0.5 and JDLL, see module docstring
 NAME = "srunet confocal-to-ISM 2x super-resolution"
@@ -56,7 +57,7 @@ TAGS = ["super-resolution", "image-restoration", "fluorescence-light-microscopy"
 TOLERANCE = {"relative_tolerance": 1e-3, "absolute_tolerance": 1e-3,
              "mismatched_elements_per_million": 100}
 RELEASE_DIR = Path("model") / "release"
-SAMPLE_SEED = 20240611  # simulator seed of the sample pair ``srunet package`` passes
+SAMPLE_SEED = 20240611  # simulator seed of the package's default sample pair
 # The project's own publication metadata: training/publication.yaml in a checkout, and the same
 # file as package data of srunet.training in an installed wheel (same relative place).
 PROJECT_PUBLICATION = Path(__file__).resolve().parent.parent / "training" / "publication.yaml"
@@ -217,16 +218,18 @@ def _test_output(descr, test_input: np.ndarray) -> np.ndarray:
     return out.members[OUTPUT_ID].data.values.astype(np.float32)
 
 
-def _write_files(checkpoint: dict, folder: Path, sample: dict, publication: Publication):
+def _write_files(checkpoint: dict, folder: Path, sample: dict | None, publication: Publication):
     """Write every package file into ``folder``; return the description."""
     model = build_model(checkpoint)
     blocks = tiling_geometry(model)
     shutil.copyfile(Path(__file__).with_name("unet.py"), folder / "unet.py")
     export_weights(model, checkpoint["model_state"], folder, blocks.min)
 
+    if sample is None:  # the project's own sample: one simulated pair, the same every time
+        sample = simulate_pair(seed=SAMPLE_SEED, hr_size=2 * sample_lr_size(blocks))
     lr, hr = _crop_sample(sample, blocks)
     np.save(folder / "test_input.npy", lr[None, None])
-    tifffile.imwrite(folder / "sample_input.tif", lr[None, None])
+    write_tensor_tiff(folder / "sample_input.tif", lr[None, None])
     # Placeholder docs/cover so the first (test-output-less) description validates.
     (folder / "README.md").write_text(f"# {NAME}\n")
     card.write_cover(folder / "cover.png", lr=lr, sr=hr)
@@ -237,7 +240,7 @@ def _write_files(checkpoint: dict, folder: Path, sample: dict, publication: Publ
     np.save(folder / "test_output.npy", _test_output(draft, lr))
 
     sr = predict_image(draft, lr, weights_format="pytorch_state_dict")
-    tifffile.imwrite(folder / "sample_output.tif", sr[None, None])
+    write_tensor_tiff(folder / "sample_output.tif", sr[None, None])
     bicubic = upsample_bicubic(lr)
     metrics = {"model": all_metrics(hr, sr), "bicubic": all_metrics(hr, bicubic)}
     card.write_cover(folder / "cover.png", lr=lr, sr=sr)
@@ -268,7 +271,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
                               "replace it")
 
 
-def build_package(checkpoint, out, *, sample: dict, overwrite: bool = False,
+def build_package(checkpoint, out, *, sample: dict | None = None, overwrite: bool = False,
                   run_test: bool = True, publication: Publication | None = None) -> Path:
     """Write a complete, tested bioimage.io model package from an srunet checkpoint.
 
@@ -282,10 +285,10 @@ def build_package(checkpoint, out, *, sample: dict, overwrite: bool = False,
         Replace an existing ``out``; otherwise FileExistsError.
     run_test : bool
         Run ``bioimageio.core``'s test (all weight formats) before moving the package into place.
-    sample : dict
+    sample : dict, optional
         ``{"lr": array, "hr": array}`` pair (HR exactly 2x) for the test/sample tensors, cover
         and README metrics, at least :func:`sample_lr_size` LR px per side (centre-cropped to
-        a block size); ``srunet package`` passes a simulated pair (``SAMPLE_SEED``).
+        a block size); default: the simulated pair of seed ``SAMPLE_SEED``.
     publication : Publication, optional
         Authors, maintainers, git_repo, cite, tags, training data (:mod:`publication`);
         default: the project's own (``PROJECT_PUBLICATION``).
@@ -324,7 +327,7 @@ def build_package(checkpoint, out, *, sample: dict, overwrite: bool = False,
     return out if out.suffix.lower() == ".zip" else out / "rdf.yaml"
 
 
-def export_release(checkpoint, repo_root, *, sample: dict, overwrite: bool = False,
+def export_release(checkpoint, repo_root, *, sample: dict | None = None, overwrite: bool = False,
                    run_test: bool = True, publication: Publication | None = None) -> Path:
     """Write the committed release: ``repo_root/rdf.yaml`` + files in ``model/release/``.
 

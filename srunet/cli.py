@@ -39,7 +39,7 @@ def _simulate(args: argparse.Namespace) -> int:
     # Before the (slow) import and simulation: a bad output fails in a second.
     check_output_dir(args.out, overwrite=args.overwrite, what="simulation output folder",
                      need_bytes=args.pairs * PAIR_BYTES * (2 if args.repeats else 1))
-    from srunet.training.simulate import simulate_dataset
+    from srunet.simulation.simulator import simulate_dataset
 
     manifest = simulate_dataset(args.out, pairs=args.pairs, seed=args.seed, workers=args.workers,
                                 overwrite=args.overwrite, repeats=args.repeats)
@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides, data_dir=args.data, out_dir=args.out,
                          tracking_uri=args.tracking_uri)
     _check_train_outputs(config)
-    from srunet.training.tracking import check_server
+    from srunet.store import check_server
 
     check_server(config.tracking.tracking_uri or "")  # a lost server fails here, in seconds
     from srunet.training.train import train  # torch, mlflow: seconds to import
@@ -106,12 +106,10 @@ def _package(args: argparse.Namespace) -> int:
         check_output_file(args.out, overwrite=args.overwrite, what="package zip (--out)")
     else:
         check_output_dir(args.out, overwrite=args.overwrite, what="package folder (--out)")
-    from srunet.model.checkpoint import build_model, load_checkpoint
-    from srunet.model.package import (PROJECT_PUBLICATION, SAMPLE_SEED, build_package,
-                                      export_release, sample_lr_size, tiling_geometry)
+    from srunet.model.checkpoint import load_checkpoint
+    from srunet.model.from_package import checkpoint_from_package
+    from srunet.model.package import PROJECT_PUBLICATION, build_package, export_release
     from srunet.model.publication import load_publication
-    from srunet.model.release import checkpoint_from_package
-    from srunet.training.simulate import simulate_pair
 
     publication = load_publication(args.publication or PROJECT_PUBLICATION)
     if args.checkpoint.suffix.lower() in (".yaml", ".yml"):
@@ -119,14 +117,11 @@ def _package(args: argparse.Namespace) -> int:
         checkpoint = checkpoint_from_package(args.checkpoint)
     else:
         checkpoint = load_checkpoint(args.checkpoint)
-    # The package's test/sample tensors, cover and card metrics come from one simulated pair.
-    size = sample_lr_size(tiling_geometry(build_model(checkpoint)))
-    sample = simulate_pair(seed=SAMPLE_SEED, hr_size=2 * size)
     if args.release:
-        path = export_release(checkpoint, _repo_root(), sample=sample, publication=publication,
+        path = export_release(checkpoint, _repo_root(), publication=publication,
                               overwrite=args.overwrite, run_test=not args.no_test)
     else:
-        path = build_package(checkpoint, args.out, sample=sample, overwrite=args.overwrite,
+        path = build_package(checkpoint, args.out, overwrite=args.overwrite,
                              run_test=not args.no_test, publication=publication)
     print(f"package written {'(not tested)' if args.no_test else 'and validated'}: {path}")
     missing = publication.missing_for_upload()
@@ -161,7 +156,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from srunet.training.pairs import Limits, register_folder
+    from srunet.registration import Limits, register_folder
 
     limits = Limits(min_overlap=args.min_overlap, min_correlation=args.min_correlation,
                     max_saturation=args.max_saturation)
@@ -188,7 +183,7 @@ def _register(args: argparse.Namespace) -> int:
         if missing or args.out is not None:
             raise ValueError("register needs --package, --run-id and --name (missing: "
                              f"{', '.join(missing) or 'none'}); --out goes with --download")
-    from srunet.training.registry import download_version, register_package, store_uri
+    from srunet.model.registry import download_version, register_package, store_uri
 
     uri = store_uri(args.store, args.tracking_uri)
     if args.download is not None:

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-SCALE = 2
+from srunet.physics.contract import SCALE  # the contract's 2x; re-exported here with the mapping
 
 
 def lr_to_hr(y: int, x: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -37,6 +37,17 @@ def lr_to_hr(y: int, x: int, height: int, width: int) -> tuple[int, int, int, in
         if int(value) != value or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return SCALE * y, SCALE * x, SCALE * height, SCALE * width
+
+
+def hr_slices(y: int, x: int, height: int, width: int) -> tuple[slice, slice]:
+    """Index of the HR region that the LR region (y, x, height, width) covers exactly."""
+    hy, hx, hh, hw = lr_to_hr(y, x, height, width)
+    return slice(hy, hy + hh), slice(hx, hx + hw)
+
+
+def hr_shape(lr_shape: tuple[int, int]) -> tuple[int, int]:
+    """Shape of the HR image of an LR image of shape ``lr_shape``."""
+    return SCALE * int(lr_shape[0]), SCALE * int(lr_shape[1])
 
 
 class Blocks(NamedTuple):

@@ -161,22 +161,33 @@ def read_image(path) -> tuple[np.ndarray, float | None]:
     return image.astype(np.float32), pixel_um
 
 
+def _atomic_imwrite(path, data: np.ndarray, **kwargs) -> Path:
+    """``tifffile.imwrite`` beside ``path`` under a temporary name, then renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tifffile.imwrite(tmp, data, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_tensor_tiff(path, tensor: np.ndarray) -> Path:
+    """Write an array of any rank as a plain TIFF (no metadata), atomically: the zoo package's
+    sample tensors, whose axes the package description names."""
+    return _atomic_imwrite(path, np.asarray(tensor))
+
+
 def write_ome_tiff(path, image: np.ndarray, pixel_um: float) -> Path:
     """Write a 2-D OME-TIFF (dtype kept, uncompressed) with its pixel size, atomically.
 
     The pixel size goes into OME-XML and the TIFF resolution tags (for readers that ignore
     OME-XML). The file is written beside ``path`` under a temporary name and renamed.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tifffile.imwrite(
-            tmp, np.asarray(image), ome=True, photometric="minisblack",
-            metadata={"axes": "YX", "PhysicalSizeX": pixel_um, "PhysicalSizeXUnit": "µm",
-                      "PhysicalSizeY": pixel_um, "PhysicalSizeYUnit": "µm"},
-            resolution=(1e4 / pixel_um, 1e4 / pixel_um), resolutionunit="CENTIMETER")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic_imwrite(
+        path, np.asarray(image), ome=True, photometric="minisblack",
+        metadata={"axes": "YX", "PhysicalSizeX": pixel_um, "PhysicalSizeXUnit": "µm",
+                  "PhysicalSizeY": pixel_um, "PhysicalSizeYUnit": "µm"},
+        resolution=(1e4 / pixel_um, 1e4 / pixel_um), resolutionunit="CENTIMETER")

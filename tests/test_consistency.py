@@ -8,8 +8,9 @@ from scipy.ndimage import gaussian_filter
 from scipy.ndimage import shift as nd_shift
 from skimage.draw import line_aa
 
-from srunet.evaluation.consistency import bin_to_lr, consistency_map, degrade_to_lr
-from srunet import contract
+from srunet.evaluation.consistency import consistency_map
+from srunet.physics.optics import bin_to_lr, degrade_to_lr
+from srunet.physics import contract
 
 FINE = 256  # fine-grid pixels per axis -> HR 128, LR 64
 MARGIN = 24  # keep the object off the border, so every blur sees the same (zero) surroundings
@@ -102,9 +103,9 @@ def test_bad_input_is_echoed(lr_shape, sr_shape, kwargs, match):
 
 
 @pytest.mark.parametrize("seed", [0, 3])
-def test_simulator_pair_is_consistent_when_available(seed):
-    simulate = pytest.importorskip(
-        "srunet.training.simulate", reason="training/simulate.py (simulate_pair) not written yet")
+def test_simulator_pair_is_consistent(seed):
+    from srunet.simulation import simulator as simulate
+
     sample = simulate.simulate_pair(seed, hr_size=128, noise=False)
     params = sample["params"]
     lr, hr = sample["lr_clean"], sample["hr_clean"]

@@ -129,7 +129,7 @@ def test_mean_std_normalisation_puts_the_target_into_the_input_units(tmp_path):
     target is mapped so that degrading it to the LR grid gives back the normalised LR."""
     from scipy.ndimage import gaussian_filter
 
-    from srunet.evaluation.consistency import degrade_to_lr
+    from srunet.physics.optics import degrade_to_lr
 
     rng = np.random.default_rng(3)
     hr = (gaussian_filter(rng.random((96, 80)), 3.0) * 400 + 20).astype(np.float32)  # photons

@@ -7,7 +7,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from srunet.evaluation import frc
-from srunet import contract
+from srunet.physics import contract
 
 PIXEL_NM = contract.HR_PIXEL_NM
 SIZE = 256

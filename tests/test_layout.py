@@ -1,8 +1,10 @@
 """The package layout: imports run one way, and the release's architecture file is the source.
 
-Layers, lowest first (docs/architecture.md): the shared root modules <- evaluation <- model <-
-training <- the command line. Every import counts, including those inside functions, so a
-cycle cannot hide in a lazy import.
+Each folder of pyproject's ``package-dir`` is a layer; lowest first (docs/architecture.md):
+physics <- the shared root modules <- simulation <- evaluation <- model <- training <- the
+command line (``srunet/cli.py``, ``srunet/__main__.py``). A module may import its own folder and
+the folders below it. Every import counts, including those inside functions, so a cycle cannot
+hide in a lazy import.
 """
 
 from __future__ import annotations
@@ -15,18 +17,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = {"srunet.evaluation": 1, "srunet.model": 2, "srunet.training": 3,
-          "srunet.cli": 4, "srunet.__main__": 4}  # everything else under srunet.*: layer 0
+FOLDER_ORDER = ["srunet/physics", "srunet", "srunet/simulation", "evaluation", "model", "training"]
+COMMAND_LINE = {"srunet.cli", "srunet.__main__"}  # above every folder
 STDLIB = set(sys.stdlib_module_names)
 
 
+def _folders() -> dict[str, str]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+
+
 def _modules() -> dict[str, Path]:
-    dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     found = {}
-    for package, folder in dirs.items():
+    for package, folder in _folders().items():
         for path in sorted((ROOT / folder).glob("*.py")):
             found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
     return found
+
+
+def _layer(module: str) -> int:
+    if module in COMMAND_LINE:
+        return len(FOLDER_ORDER)
+    folder = _modules()[module].parent.relative_to(ROOT).as_posix()
+    return FOLDER_ORDER.index(folder)
 
 
 def _imports(path: Path) -> set[str]:
@@ -36,16 +48,9 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
-            # `from srunet import contract` imports the module srunet.contract
+            # `from srunet import contract` imports the module srunet.physics.contract
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
-
-
-def _layer(module: str) -> int:
-    for prefix, layer in LAYERS.items():
-        if module == prefix or module.startswith(prefix + "."):
-            return layer
-    return 0
 
 
 def _graph() -> dict[str, set[str]]:
@@ -56,7 +61,7 @@ def _graph() -> dict[str, set[str]]:
 
 def test_layout_maps_every_folder():
     modules = _modules()
-    for expected in ("srunet.cli", "srunet.contract", "srunet.geometry", "srunet.files",
+    for expected in ("srunet.cli", "srunet.physics.contract", "srunet.geometry", "srunet.files",
                      "srunet.tiff", "srunet.model.unet", "srunet.model.export",
                      "srunet.training.train", "srunet.evaluation.report"):
         assert expected in modules, expected

@@ -366,7 +366,7 @@ def test_export_release_layout(tiny_checkpoint, tmp_path, make_pair):
 @pytest.mark.slow
 def test_reexport_from_package_keeps_weights(tiny_package, tmp_path, make_pair):
     """`srunet package --checkpoint rdf.yaml`: same weights, same test tensors, same card table."""
-    from srunet.model.release import checkpoint_from_package
+    from srunet.model.from_package import checkpoint_from_package
 
     checkpoint = checkpoint_from_package(tiny_package)
     again = build_package(checkpoint, tmp_path / "again", run_test=False, sample=make_pair(1))

@@ -10,8 +10,8 @@ from scipy import ndimage
 
 from srunet.cli import main
 from srunet.tiff import read_image, write_ome_tiff
-from srunet.training import pairs as P
-from srunet.training.simulate import simulate_pair
+from srunet import registration as P
+from srunet.simulation.simulator import simulate_pair
 
 LR_UM, HR_UM = 0.085, 0.0425
 

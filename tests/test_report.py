@@ -8,7 +8,8 @@ import tifffile
 from scipy.ndimage import gaussian_filter
 
 from srunet.evaluation import frc, report
-from srunet.evaluation.consistency import bin_to_lr, consistency_map
+from srunet.evaluation.consistency import consistency_map
+from srunet.physics.optics import bin_to_lr
 from srunet.evaluation.metrics import all_metrics, upsample_bicubic
 
 LR_SIZE = 48
@@ -210,7 +211,7 @@ def test_end_to_end_through_a_real_package(tmp_path):
 
 
 def test_evaluate_uses_second_realisations_for_two_image_frc(tmp_path):
-    from srunet.training.simulate import simulate_dataset
+    from srunet.simulation.simulator import simulate_dataset
 
     data = tmp_path / "sim"
     simulate_dataset(data, pairs=2, seed=5, workers=1, hr_size=96, repeats=True)
@@ -230,7 +231,7 @@ def _rotation_biased(lr):
 
 
 def test_summary_explains_flags_and_uncertainty_is_relative(tmp_path):
-    from srunet import contract
+    from srunet.physics import contract
 
     summary = report.evaluate_arrays([make_pair(7)], _rotation_biased, tmp_path / "r", tta=True)
     text = summary.read_text()

@@ -19,7 +19,7 @@ TINY = ["model.depth=1", "model.base_channels=4", "data.tile_size=16", "data.til
 
 @pytest.fixture(scope="module")
 def sim_data(tmp_path_factory):
-    from srunet.training.simulate import simulate_dataset
+    from srunet.simulation.simulator import simulate_dataset
 
     root = tmp_path_factory.mktemp("sim") / "pairs"
     simulate_dataset(root, pairs=4, seed=77, workers=1)

@@ -65,7 +65,7 @@ def server(tmp_path):
 
 @pytest.fixture(scope="module")
 def sim_data(tmp_path_factory):
-    from srunet.training.simulate import simulate_dataset
+    from srunet.simulation.simulator import simulate_dataset
 
     root = tmp_path_factory.mktemp("sim") / "pairs"
     simulate_dataset(root, pairs=4, seed=5, workers=1)

@@ -1,4 +1,4 @@
-"""Tests of the paired confocal/ISM simulator (training/simulate.py, optics.py, phantom.py)."""
+"""Tests of the paired confocal/ISM simulator (srunet/simulation/simulator.py, optics.py, phantom.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import tifffile
 import scipy.ndimage
 import scipy.optimize
 
-from srunet import contract
-from srunet.training import optics, phantom
-from srunet.training.simulate import (add_hr_noise, add_lr_noise, sample_params, simulate_dataset,
+from srunet.physics import contract
+from srunet.physics import optics
+from srunet.simulation import phantom
+from srunet.simulation.simulator import (add_hr_noise, add_lr_noise, sample_params, simulate_dataset,
                                       simulate_pair)
 
 SIZE = 64  # HR px: fast

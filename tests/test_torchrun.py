@@ -20,7 +20,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def sim_data(tmp_path_factory):
-    from srunet.training.simulate import simulate_dataset
+    from srunet.simulation.simulator import simulate_dataset
 
     root = tmp_path_factory.mktemp("sim") / "pairs"
     simulate_dataset(root, pairs=4, seed=11, workers=1)

@@ -13,7 +13,7 @@ TINY = ["model.depth=2", "model.base_channels=8", "data.tile_size=32", "data.til
 
 @pytest.fixture(scope="module")
 def sim_data(tmp_path_factory):
-    from srunet.training.simulate import simulate_dataset
+    from srunet.simulation.simulator import simulate_dataset
 
     root = tmp_path_factory.mktemp("sim") / "pairs"
     simulate_dataset(root, pairs=4, seed=1234, workers=2)

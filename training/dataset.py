@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srunet.evaluation.consistency import degrade_to_lr
 from srunet.evaluation.metrics import gain_offset
 from srunet.geometry import dihedral, lr_to_hr
+from srunet.physics.optics import degrade_to_lr
 from srunet.normalization import MEAN_STD, mean_std_range, normalize, robust_percentiles
 from srunet.tiff import PairFiles, open_image
 from srunet.training.config import DataConfig

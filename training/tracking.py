@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 
 from srunet.files import file_sha256
-from srunet.store import default_tracking_uri, experiment_id
+from srunet.store import check_server, default_tracking_uri, experiment_id, is_server, probe
 from srunet.training.config import Config, flatten
 
 
@@ -42,44 +42,6 @@ def git_commit() -> str:
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-PROBE_SECONDS = 3.0
-# Bounded HTTP behaviour for MLflow's REST client (its defaults: 7 retries, 120 s timeout, which
-# stall a run for minutes per call); set only where the user has not chosen values.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-
-
-def is_server(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
-
-
-def probe(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
-    """None if the tracking server at ``uri`` answers ``/health``, else why not (one line)."""
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
-            return None if reply.status == 200 else f"HTTP {reply.status}"
-    except urllib.error.HTTPError as error:
-        return f"HTTP {error.code}"
-    except (OSError, ValueError) as error:  # refused, DNS, timeout, bad URL
-        return str(getattr(error, "reason", error))
-
-
-def check_server(uri: str) -> None:
-    """Raise ConnectionError (one line, with the fix) when ``uri`` is a server that does not
-    answer; sets bounded HTTP retries/timeouts for MLflow's client."""
-    if not is_server(uri):
-        return
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    started = time.monotonic()
-    why = probe(uri)
-    if why is not None:
-        raise ConnectionError(
-            f"MLflow tracking server {uri} is unreachable ({why}, after "
-            f"{time.monotonic() - started:.1f} s); start it (see README, 'Team tracking "
-            "server') or drop --tracking-uri to log to the local sqlite store")
 
 
 def _transient(error: Exception) -> bool:

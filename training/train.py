@@ -28,7 +28,7 @@ from srunet.tiff import find_pairs
 from srunet.training import dataset as ds
 from srunet.training.config import Config
 from srunet.training.losses import lr_factor, training_loss
-from srunet.training.pairs import unregistered_note
+from srunet.registration import unregistered_note
 from srunet.training.resume import (check_resume, load_initial_weights, normalization_entry,
                                     rng_state, set_rng_state)
 from srunet.training.tracking import Tracker

@@ -11,6 +11,7 @@ import torch
 from srunet.evaluation.figures import side_by_side
 from srunet.evaluation.metrics import all_metrics, upsample_bicubic
 from srunet.evaluation.report import evaluate_arrays
+from srunet.geometry import hr_slices
 from srunet.normalization import input_range, normalize
 from srunet.training.dataset import ImagePair
 
@@ -24,7 +25,7 @@ def validation_arrays(image: ImagePair) -> tuple[np.ndarray, np.ndarray]:
     x0 = max(0, (width - MAX_VAL_EDGE) // 2)
     h, w = min(height, MAX_VAL_EDGE), min(width, MAX_VAL_EDGE)
     lr = normalize(image.lr[y0:y0 + h, x0:x0 + w], *image.lr_range)
-    hr = normalize(image.hr[2 * y0:2 * (y0 + h), 2 * x0:2 * (x0 + w)], *image.hr_range)
+    hr = normalize(image.hr[hr_slices(y0, x0, h, w)], *image.hr_range)
     return lr, hr
 
 

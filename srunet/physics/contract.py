@@ -10,6 +10,7 @@ import math
 
 LR_PIXEL_NM = 85.0  # spinning-disk confocal (input) pixel size
 HR_PIXEL_NM = 42.5  # ISM (target) pixel size: exactly half
+SCALE = 2  # LR / HR pixel size; srunet.geometry maps LR pixel (i, j) onto HR pixels (2i..2i+1, 2j..2j+1)
 FINE_PIXEL_NM = 21.25  # rendering grid: HR / 2, LR / 4
 
 # Lateral PSF FWHM (nm) per optical setting: (confocal, ISM)
@@ -53,7 +54,7 @@ def psf_difference_sigma_nm(setting: str = DEFAULT_SETTING) -> float:
     return math.sqrt(fwhm_to_sigma(confocal) ** 2 - fwhm_to_sigma(ism) ** 2)
 
 
-# --- Simulator (training/simulate.py, optics.py); from the optics table of docs/acquisition.md ---
+# --- Simulator (srunet/simulation/simulator.py, optics.py); from the optics table of docs/acquisition.md ---
 DEFAULT_PINHOLE_AU = 1.1  # the table's confocal FWHMs are quoted for a ~1.1 AU pinhole
 DEFAULT_REASSIGNMENT = 0.47  # the table's ISM FWHMs are quoted for reassignment ~0.47
 ISM_DETECTOR_AU = 1.25  # ISM detector diameter

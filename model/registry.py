@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srunet.files import check_output_dir, file_sha256, swap_into_place
-from srunet.store import default_tracking_uri
+from srunet.store import check_server, default_tracking_uri
 
 ARTIFACT_DIR = "package"
 ZIP_NAME = "package.zip"
@@ -84,7 +84,6 @@ def open_store(uri: str):
             raise FileNotFoundError(f"no MLflow store at {db}: pass the run folder of "
                                     "`srunet train` (--store RUN_DIR, it holds mlflow.db) or the "
                                     "--tracking-uri the run was logged to")
-    from srunet.training.tracking import check_server
 
     check_server(uri)  # an unreachable server fails in seconds, not after minutes of retries
     from mlflow import MlflowClient

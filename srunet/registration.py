@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, optimize
 
-from srunet.contract import LR_PIXEL_NM
 from srunet.files import swap_into_place
+from srunet.geometry import hr_shape, hr_slices
+from srunet.physics.contract import LR_PIXEL_NM
+from srunet.physics.optics import bin_to_lr
 from srunet.tiff import find_pairs, read_image, write_ome_tiff
 
 MARKER = "registration.json"  # written by `srunet pairs`; `srunet train` warns without it
@@ -67,8 +69,7 @@ class PairQC:
 
 def bin2(image: np.ndarray) -> np.ndarray:
     """2x2 mean (odd last row/column dropped): the ISM image on the confocal grid."""
-    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
-    return image[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    return bin_to_lr(image, binning="mean")
 
 
 def saturation(image: np.ndarray) -> float:
@@ -191,7 +192,7 @@ def resample_hr(hr: np.ndarray, lr_shape, angle_deg: float, scale: float, shift)
     HR pixel p of the output sits at LR coordinate (p - 0.5) / 2 (its LR pixel's centre is at
     the centre of its 2x2 block); binned-ISM coordinate x_b maps to ISM coordinate 2 x_b + 0.5.
     """
-    out_shape = (2 * lr_shape[0], 2 * lr_shape[1])
+    out_shape = hr_shape(lr_shape)
     centre = (np.asarray(lr_shape, dtype=np.float64) - 1) / 2
     m = _matrix(angle_deg, scale)
     # x_hr = 2 (c + M ((p - 0.5)/2 - c) + t) + 0.5 = M p + offset
@@ -262,7 +263,7 @@ def register_pair(name: str, lr_path: Path, hr_path: Path, limits: Limits = Limi
     if min(y1 - y0, x1 - x0) < 16:
         qc.reason = f"{where}: common field only {y1 - y0}x{x1 - x0} LR px; need >= 16"
         return qc, None, None, None
-    hr_grid = resample_hr(hr, lr.shape, angle, scale, shift)[2 * y0:2 * y1, 2 * x0:2 * x1]
+    hr_grid = resample_hr(hr, lr.shape, angle, scale, shift)[hr_slices(y0, x0, y1 - y0, x1 - x0)]
     lr_out, top, left = lr[y0:y1, x0:x1], 0, 0
     if not np.all(np.isfinite(hr_grid)):  # spline support at the edge: drop one more pixel
         top = left = 1

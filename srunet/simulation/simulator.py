@@ -40,9 +40,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from srunet.files import check_output_dir, swap_into_place
-from srunet import contract
+from srunet.physics import contract
 from srunet.tiff import write_ome_tiff
-from srunet.training import optics, phantom
+from srunet.physics import optics
+from srunet.simulation import phantom
 
 SIMULATOR_VERSION = "1.0"
 MARGIN_FINE_PX = 64  # fine px rendered around the field: absorbs PSF-tail wrap and the shift

@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from srunet import contract
-from srunet.training.drawing import Canvas, box_around, gaussian_blob, smooth_noise
+from srunet.physics import contract
+from srunet.simulation.drawing import Canvas, box_around, gaussian_blob, smooth_noise
 
 PX_PER_UM = 1000.0 / contract.FINE_PIXEL_NM
 

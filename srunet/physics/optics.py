@@ -25,7 +25,7 @@ import scipy.ndimage
 import scipy.optimize
 import scipy.special
 
-from srunet import contract
+from srunet.physics import contract
 
 # Airy-like side lobe: the first ring of an Airy pattern peaks at ~0.82 lambda/NA while its FWHM
 # is ~0.51 lambda/NA, hence radius = 1.6 FWHM; the ring's radial width is a fraction of the FWHM.
@@ -304,3 +304,34 @@ def blur_and_bin(obj: np.ndarray, lr_psf: dict, hr_psf: dict, shift_lr_px: tuple
     lr_f, hr_f = round(per_lr), round(contract.HR_PIXEL_NM / contract.FINE_PIXEL_NM)
     return {"lr_focus": box_sum(lr_focus, lr_f), "lr_haze": box_sum(lr_haze, lr_f),
             "hr_focus": box_sum(hr_focus, hr_f), "hr_haze": box_sum(hr_haze, hr_f)}
+
+
+# ------------------------------------------------------------ HR grid -> LR grid (consistency)
+BINNINGS = ("mean", "sum")
+
+
+def bin_to_lr(image_hr: np.ndarray, *, binning: str = "mean") -> np.ndarray:
+    """Bin an HR-grid image 2x2 onto the LR grid (LR pixel (i, j) covers HR pixels (2i..2i+1, 2j..2j+1))."""
+    if binning not in BINNINGS:
+        raise ValueError(f"binning must be one of {BINNINGS}, got {binning!r}")
+    image_hr = np.asarray(image_hr, dtype=np.float64)
+    height, width = image_hr.shape[0] // contract.SCALE, image_hr.shape[1] // contract.SCALE
+    blocks = image_hr[: contract.SCALE * height, : contract.SCALE * width].reshape(height, contract.SCALE, width, contract.SCALE)
+    return blocks.sum(axis=(1, 3)) if binning == "sum" else blocks.mean(axis=(1, 3))
+
+
+def degrade_to_lr(sr: np.ndarray, *, sigma_nm: float | None = None,
+                  binning: str = "mean") -> np.ndarray:
+    """What the confocal would record of ``sr``: blur by the PSF difference, then bin 2x2.
+
+    ``sigma_nm`` defaults to ``contract.psf_difference_sigma_nm()`` (default optical setting).
+    """
+    sr = np.asarray(sr, dtype=np.float64)
+    if sr.ndim != 2:
+        raise ValueError(f"sr must be a 2-D image (y, x), got shape {sr.shape}")
+    sigma_nm = contract.psf_difference_sigma_nm() if sigma_nm is None else sigma_nm
+    if not np.isfinite(sigma_nm) or sigma_nm < 0:
+        raise ValueError(f"sigma_nm must be a finite number >= 0, got {sigma_nm!r}")
+    # 'reflect' (half-sample symmetric) adds no step at the border that the LR image lacks.
+    blurred = scipy.ndimage.gaussian_filter(sr, sigma_nm / contract.HR_PIXEL_NM, mode="reflect")
+    return bin_to_lr(blurred, binning=binning)
