@@ -6,6 +6,8 @@ Also the output checks every command runs before it starts working (:func:`check
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -155,3 +157,27 @@ def _check_free_space(folder: Path, need_bytes: int, path: Path, what: str) -> N
         raise OSError(f"not enough space for the {what} {path}: about {need_bytes / 1e6:.0f} MB "
                       f"needed, {free / 1e6:.0f} MB free on {folder}; free some space or choose "
                       "another disk")
+
+
+def _looks_like_full_disk(error: OSError) -> bool:
+    # numpy's tofile (used by tifffile) reports a short write as "N requested and M written",
+    # with no errno; the operating system reports ENOSPC (or EDQUOT for a quota).
+    return error.errno in (errno.ENOSPC, errno.EDQUOT) or (
+        error.errno is None and "requested and" in str(error) and "written" in str(error))
+
+
+@contextlib.contextmanager
+def full_disk_named(path, what: str = "file"):
+    """Re-raise a write that failed for lack of space as an OSError naming the disk, the file
+    and the fix, instead of "262144 requested and 262088 written"."""
+    try:
+        yield
+    except OSError as error:
+        if not _looks_like_full_disk(error):
+            raise
+        path = Path(path)
+        folder = _nearest_existing(path.parent)
+        free = shutil.disk_usage(folder).free
+        raise OSError(errno.ENOSPC, f"disk full while writing the {what} {path} ({free / 1e6:.1f} "
+                      f"MB left on {folder}; the partial file was removed); free some space or "
+                      "write to another disk") from error

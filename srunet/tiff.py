@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from srunet.files import full_disk_named
+
 SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")  # longest first: stem() strips one
 
 
@@ -166,7 +168,8 @@ def _atomic_imwrite(path, data: np.ndarray, **kwargs) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tifffile.imwrite(tmp, data, **kwargs)
+        with full_disk_named(path, "TIFF file"):
+            tifffile.imwrite(tmp, data, **kwargs)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
