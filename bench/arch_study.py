@@ -12,6 +12,11 @@ JSON per candidate goes to --out, and the markdown table is printed at the end):
         --out /tmp/arch/results --steps 400 --candidates atrous_blur,atrous_resize,atrous_ps,baseline,atrous_blur_wide
 
     python3 bench/arch_study.py --out /tmp/arch/results --table   # table from stored JSONs only
+    python3 bench/arch_study.py --heldout /tmp/arch/heldout --restate   # see restate()
+
+Quality is scored as the README scores it (``srunet.evaluation.metrics``: PSNR after the
+gain/offset fit with the target's robust range, against ``upsample_bicubic``); results recorded
+before that (docs/architecture_study.md) are put on that scale with ``--restate``.
 
 Candidates
 ----------
@@ -39,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -49,15 +53,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common import (band_power, export_errors, flops_per_output_pixel, measure_halo,
+                    predict_numpy, throughput, tile_offset_error)
+from srunet.evaluation.metrics import all_metrics, fit_gain_offset, robust_range, upsample_bicubic
 from srunet.model import unet as unet_v2  # the v2 architecture, shipped as model/unet.py
 from srunet.model.package import measured_radius
+from srunet.normalization import normalize, robust_percentiles
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from arch_measures import (band_power, bicubic, export_errors, fit_psnr,  # noqa: E402
-                           flops_per_output_pixel, measure_halo, predict_numpy, throughput,
-                           tile_offset_error)
-
-PERCENTILES = (1.0, 99.8)
+PERCENTILES = (1.0, 99.8)  # the study's input and target normalisation (v1's percentiles method)
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -165,18 +168,14 @@ def build(name: str) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- data
-def normalize(image: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(image, PERCENTILES)
-    return ((image - lo) / max(hi - lo, 1e-12)).astype(np.float32)
-
-
 def load_pairs(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     pairs = []
     for lr_path in sorted((folder / "lr").glob("*.tif*")):
         lr = tifffile.imread(lr_path).astype(np.float32)
         hr = tifffile.imread(folder / "hr" / lr_path.name).astype(np.float32)
         assert hr.shape == (2 * lr.shape[0], 2 * lr.shape[1]), (lr_path, lr.shape, hr.shape)
-        pairs.append((normalize(lr), normalize(hr)))
+        pairs.append((normalize(lr, *robust_percentiles(lr, PERCENTILES)),
+                      normalize(hr, *robust_percentiles(hr, PERCENTILES))))
     if not pairs:
         raise FileNotFoundError(f"no lr/*.tif in {folder}")
     return pairs
@@ -237,21 +236,26 @@ def train(model: nn.Module, pairs, steps: int, seed: int, batch: int, tile: int,
 
 # ----------------------------------------------------------------------------- measurements
 def quality(model: nn.Module, heldout) -> dict:
-    """Mean PSNR gain over bicubic and spectral power ratios vs the HR target on held-out pairs:
-    band A between the input and output Nyquist (0.25..0.5 cycles/output px), band B its upper
-    half (0.375..0.5), where PixelShuffle images and noise show up."""
+    """Held-out PSNR and its gain over bicubic on the README's scale (``all_metrics``: gain/offset
+    fit, the target's robust data range; bicubic = ``upsample_bicubic``, what `srunet evaluate`
+    reports), and spectral power ratios vs the HR target: band A between the input and output
+    Nyquist (0.25..0.5 cycles/output px), band B its upper half (0.375..0.5), where PixelShuffle
+    images and noise show up."""
     predict = predict_numpy(model)
-    gains, psnrs, ratio_a, ratio_b, bic_a, bic_b = [], [], [], [], [], []
+    gains, psnrs, ssims, ratio_a, ratio_b, bic_a, bic_b = [], [], [], [], [], [], []
     for lr, hr in heldout:
-        psnr_sr, fitted = fit_psnr(predict(lr), hr)
-        psnr_bic, fitted_bic = fit_psnr(bicubic(lr), hr)
-        gains.append(psnr_sr - psnr_bic)
-        psnrs.append(psnr_sr)
+        sr, bicubic = predict(lr), upsample_bicubic(lr)
+        scores = all_metrics(hr, sr)
+        gains.append(scores["psnr"] - all_metrics(hr, bicubic)["psnr"])
+        psnrs.append(scores["psnr"])
+        ssims.append(scores["ssim"])
+        fitted, fitted_bic = fit_gain_offset(hr, sr), fit_gain_offset(hr, bicubic)
         ratio_a.append(band_power(fitted, 0.25, 0.5) / band_power(hr, 0.25, 0.5))
         ratio_b.append(band_power(fitted, 0.375, 0.5) / band_power(hr, 0.375, 0.5))
         bic_a.append(band_power(fitted_bic, 0.25, 0.5) / band_power(hr, 0.25, 0.5))
         bic_b.append(band_power(fitted_bic, 0.375, 0.5) / band_power(hr, 0.375, 0.5))
-    return {"psnr": float(np.mean(psnrs)), "gain_db": float(np.mean(gains)),
+    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
+            "gain_db": float(np.mean(gains)),
             "gain_db_min": float(np.min(gains)), "gain_db_max": float(np.max(gains)),
             "band_ratio_nyq": float(np.mean(ratio_a)), "band_ratio_top": float(np.mean(ratio_b)),
             "bicubic_band_ratio_nyq": float(np.mean(bic_a)),
@@ -267,6 +271,43 @@ def structural(model: nn.Module, image: np.ndarray, prefix: str) -> dict:
         f"{prefix}tile_offset": tile_offset_error(model, image, margin),
         f"{prefix}halo_1e-5": measure_halo(predict, image, 1e-5, step=grid),
     } | ({} if prefix else {"halo_1e-6": measure_halo(predict, image, 1e-6, step=grid)})
+
+
+# ----------------------------------------------------------------------------- restating
+def restate(heldout) -> dict:
+    """Offsets that put the recorded table (docs/architecture_study.md) on the README's scale.
+
+    The recorded runs scored PSNR with data range 1 on the (1, 99.8)-normalised target and used
+    torch's bicubic (``align_corners=False``) as the baseline. Every PSNR of an image is fitted
+    to the same target, so per image the README's PSNR = recorded PSNR + 20 log10(R) (R: robust
+    range of the normalised target) and the README's gain = recorded gain + (PSNR of torch's
+    bicubic - PSNR of ``upsample_bicubic``, same scale): mean offsets that hold for every
+    candidate. ``bicubic_torch_psnr_recorded_scale`` must reproduce the recorded runs' baseline
+    (their PSNR minus their gain) for the held-out set to be theirs.
+    """
+    import torch.nn.functional as F
+
+    psnr_offsets, gain_offsets, torch_psnrs, ratios = [], [], [], {"torch": [], "package": []}
+    for lr, hr in heldout:
+        with torch.no_grad():
+            torch_bicubic = F.interpolate(torch.from_numpy(lr)[None, None], scale_factor=2.0,
+                                          mode="bicubic", align_corners=False)[0, 0].numpy()
+        package_bicubic = upsample_bicubic(lr)
+        torch_psnrs.append(all_metrics(hr, torch_bicubic)["psnr"] - 20 * math.log10(robust_range(hr)))
+        psnr_offsets.append(20 * math.log10(robust_range(hr)))
+        gain_offsets.append(all_metrics(hr, torch_bicubic)["psnr"] - all_metrics(hr, package_bicubic)["psnr"])
+        for name, image in (("torch", torch_bicubic), ("package", package_bicubic)):
+            fitted = fit_gain_offset(hr, image)
+            ratios[name].append((band_power(fitted, 0.25, 0.5) / band_power(hr, 0.25, 0.5),
+                                 band_power(fitted, 0.375, 0.5) / band_power(hr, 0.375, 0.5)))
+    return {"images": len(heldout),
+            "bicubic_torch_psnr_recorded_scale": float(np.mean(torch_psnrs)),
+            "psnr_offset_db": float(np.mean(psnr_offsets)),
+            "gain_offset_db": float(np.mean(gain_offsets)),
+            "gain_offset_db_min": float(np.min(gain_offsets)),
+            "gain_offset_db_max": float(np.max(gain_offsets)),
+            "bicubic_band_ratio_torch": np.mean(ratios["torch"], axis=0).tolist(),
+            "bicubic_band_ratio_package": np.mean(ratios["package"], axis=0).tolist()}
 
 
 # ----------------------------------------------------------------------------- main
@@ -327,7 +368,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", action="store_true", help="only print the table of stored results")
+    parser.add_argument("--restate", action="store_true",
+                        help="only print the offsets that put results recorded before the study "
+                             "used the package's metrics on the README's scale (needs --heldout)")
     args = parser.parse_args()
+    if args.restate:
+        print(json.dumps(restate(load_pairs(args.heldout)), indent=1))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.candidates.split(",")
     if not args.table:

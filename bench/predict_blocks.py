@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from predict_large import synthetic_confocal
+from common import synthetic_confocal
 
 
 def main() -> None:

@@ -14,18 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import tifffile
 
-
-def synthetic_confocal(size: int, seed: int = 0) -> np.ndarray:
-    """A large field tiled from simulated LR images (realistic content, exact size)."""
-    from srunet.simulation.simulator import simulate_pair
-
-    tiles = [simulate_pair(seed + k, hr_size=512)["lr"] for k in range(4)]
-    reps = -(-size // 256)
-    rows = [np.concatenate([tiles[(i + j) % 4] for j in range(reps)], axis=1) for i in range(reps)]
-    return np.concatenate(rows, axis=0)[:size, :size]
+from common import synthetic_confocal
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import yaml
 
+from common import tile_offset_differences
 from srunet.model.unet import SRUNet
 from srunet.normalization import mean_std_range, normalize, robust_percentiles
 from srunet.simulation.simulator import simulate_pair
@@ -37,15 +38,9 @@ def main() -> None:
         x = normalize(lr, *robust_percentiles(lr, (steps["scale_range"]["min_percentile"],
                                                    steps["scale_range"]["max_percentile"])))
     margin = 2 * (model.receptive_radius() + model.grid)
-    with torch.no_grad():
-        whole = model(torch.from_numpy(x)[None, None])[0, 0].numpy()
-        value_range = float(np.ptp(whole))
-        for shift in range(1, 8):  # a pooling network repeats with period grid (8 for v1)
-            shifted = model(torch.from_numpy(x[shift:, shift:].copy())[None, None])[0, 0].numpy()
-            a = whole[2 * shift:, 2 * shift:][margin:-margin, margin:-margin]
-            b = shifted[margin:-margin, margin:-margin]
-            diff = np.abs(a - b) / value_range
-            print(f"shift {shift} px: max {diff.max():.2e}, mean {diff.mean():.2e} of the output range")
+    # shifts 1-7: a pooling network repeats with period grid (8 for v1)
+    for shift, diff in tile_offset_differences(model, x, margin, range(1, 8)).items():
+        print(f"shift {shift} px: max {diff.max():.2e}, mean {diff.mean():.2e} of the output range")
 
 
 if __name__ == "__main__":

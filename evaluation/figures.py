@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
+from srunet.evaluation.metrics import DATA_RANGE_PERCENTILES, DISPLAY_PERCENTILES
 from srunet.physics import contract
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "nrmse": "NRMSE", "accuracy": "accuracy (%)"}
 
 
 def _display_range(image: np.ndarray) -> tuple[float, float]:
-    low, high = np.percentile(image, (0.5, 99.5))
+    low, high = np.percentile(image, DISPLAY_PERCENTILES)
     return float(low), float(high if high > low else low + 1.0)
 
 
@@ -230,8 +231,8 @@ def summary_markdown(report: dict) -> str:
     lines += ["## Definitions", "",
               f"- Foreground: {report['settings']['foreground_mask']}",
               "- Metrics: PSNR/SSIM/NRMSE/accuracy of `srunet.evaluation.metrics.all_metrics` (data "
-              "range = 0.2-99.8 percentile range of the target; accuracy = % pixels within 10 % of "
-              "that range) after a least-squares gain/offset fit of the prediction to the target.",
+              f"range = {DATA_RANGE_PERCENTILES[0]:g}-{DATA_RANGE_PERCENTILES[1]:g} percentile "
+              "range of the target; accuracy = % pixels within 10 % of that range) after a least-squares gain/offset fit of the prediction to the target.",
               "- FRC: " + report["settings"]["frc_note"],
               "- Trained on simulated pairs (docs/acquisition.md in the srunet repository); real-data accuracy needs the user's own "
               "pairs, which is what this report is for.", ""]

@@ -5,8 +5,11 @@ bicubic upsampling and an ISM detector each report intensity on their own scale,
 first fit ``image_test`` to ``image_true`` by least squares (gain and offset, ``fit=True``): the
 comparison is then about structure, not about units.
 
+The data range of every metric is the target's robust range, the spread between the
+:data:`DATA_RANGE_PERCENTILES` (0.2 and 99.8) percentiles (:func:`robust_range`).
+
 The project's **custom accuracy** is the percentage of pixels whose (fitted) value lies within
-10 % of the target's robust range (0.2-99.8 percentile) of the target value. It is the
+10 % of the target's robust range of the target value. It is the
 successor of the seed project's "93.9 % accuracy", which was never defined; here it is defined
 exactly and always reported next to the same number for bicubic upsampling, so it means something.
 """
@@ -17,7 +20,12 @@ import numpy as np
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 ACCURACY_TOLERANCE = 0.10
-ACCURACY_PERCENTILES = (0.2, 99.8)
+# The percentile pairs of the evaluation, in one place. DATA_RANGE_PERCENTILES: the target's
+# robust range, the data range of every metric (PSNR, SSIM, accuracy; README "Metrics") and the
+# flatness check of `srunet evaluate`. DISPLAY_PERCENTILES: the grey-level stretch of figures.
+DATA_RANGE_PERCENTILES = (0.2, 99.8)
+DISPLAY_PERCENTILES = (0.5, 99.5)
+_RANGE_WORDS = f"{DATA_RANGE_PERCENTILES[0]:g}-{DATA_RANGE_PERCENTILES[1]:g} percentile range"
 
 
 def _check_pair(image_true: np.ndarray, image_test: np.ndarray, mask=None):
@@ -104,7 +112,7 @@ def nrmse(image_true, image_test, *, fit: bool = False, mask=None) -> float:
     return float(normalized_root_mse(image_true, image_test))
 
 
-def robust_range(image: np.ndarray, percentiles=ACCURACY_PERCENTILES) -> float:
+def robust_range(image: np.ndarray, percentiles=DATA_RANGE_PERCENTILES) -> float:
     """Difference between the high and low percentile of ``image`` (the metrics' data range)."""
     low, high = np.percentile(np.asarray(image, dtype=np.float64), percentiles)
     return float(high - low)
@@ -114,7 +122,7 @@ def accuracy(image_true, image_test, *, tolerance: float = ACCURACY_TOLERANCE, f
              mask=None) -> float:
     """Custom accuracy in percent: pixels with |test - true| <= tolerance x robust range of true.
 
-    The robust range is the 0.2-99.8 percentile range of ``image_true`` (over ``mask`` when
+    The robust range is the :data:`DATA_RANGE_PERCENTILES` range of ``image_true`` (over ``mask`` when
     given). ``fit`` (default True) first fits ``image_test`` to ``image_true`` by gain/offset.
     """
     if not 0 < tolerance < 1:
@@ -124,7 +132,7 @@ def accuracy(image_true, image_test, *, tolerance: float = ACCURACY_TOLERANCE, f
         image_true, image_test = image_true[mask], image_test[mask]
     value_range = robust_range(image_true)
     if value_range <= 0:
-        raise ValueError("image_true is constant over its 0.2-99.8 percentile range; accuracy is undefined")
+        raise ValueError(f"image_true is constant over its {_RANGE_WORDS}; accuracy is undefined")
     return float(100.0 * np.mean(np.abs(image_test - image_true) <= tolerance * value_range))
 
 

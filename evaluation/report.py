@@ -32,7 +32,8 @@ from skimage.filters import threshold_otsu
 from srunet.physics import contract
 from srunet.evaluation import figures, frc
 from srunet.evaluation.consistency import consistency_map
-from srunet.evaluation.metrics import all_metrics, fit_gain_offset, gain_offset, upsample_bicubic
+from srunet.evaluation.metrics import (DATA_RANGE_PERCENTILES, all_metrics, fit_gain_offset,
+                                       gain_offset, upsample_bicubic)
 from srunet.evaluation.uncertainty import calibration, plot_calibration, tta_std
 from srunet.files import check_output_dir, swap_into_place
 from srunet.geometry import SCALE
@@ -100,9 +101,10 @@ def _as_pairs(pairs) -> list[EvalPair]:
 def _not_flat(path: Path, name: str) -> np.ndarray:
     """The image at ``path``; ValueError naming the file if it is constant where metrics look."""
     image = read_image(path)[0]
-    low, high = np.percentile(image, (0.2, 99.8))  # the metrics' data range
+    low, high = np.percentile(image, DATA_RANGE_PERCENTILES)  # the metrics' data range
     if high <= low:
-        raise ValueError(f"{path}: the image is constant (value {float(low):g} over its 0.2-99.8 "
+        raise ValueError(f"{path}: the image is constant (value {float(low):g} over its "
+                         f"{DATA_RANGE_PERCENTILES[0]:g}-{DATA_RANGE_PERCENTILES[1]:g} "
                          f"percentile range), so metrics, FRC and consistency are undefined; "
                          f"remove the pair {name!r} from both folders or use a real acquisition")
     return image

@@ -1,6 +1,6 @@
 """MLflow model registry: a package built from a tracked run becomes a registered model version.
 
-``srunet register`` logs the package to its training run (``package/<sha256[:12]>/``: the zip the
+``srunet registry`` logs the package to its training run (``package/<sha256[:12]>/``: the zip the
 zoo takes, ``package.zip``, and its ``rdf.yaml`` for reading in the UI) and registers that folder
 as a new version of a named model, with its lineage as version tags:
 
@@ -317,7 +317,7 @@ def download_version(ref: str, out, *, tracking_uri: str, overwrite: bool = Fals
                                                        tracking_uri=tracking_uri))
         if not (tmp / ZIP_NAME).is_file():
             raise FileNotFoundError(f"{name} version {version.version} ({uri}) holds no "
-                                    f"{ZIP_NAME}: it was not registered by `srunet register`")
+                                    f"{ZIP_NAME}: it was not registered by `srunet registry`")
         load_model(tmp / ZIP_NAME)  # a broken download fails here, not in the user's predict
         (tmp / "registry.json").write_text(json.dumps(
             {"name": name, "version": int(version.version), "aliases": list(version.aliases),

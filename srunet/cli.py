@@ -1,6 +1,7 @@
-"""Thin command line: ``srunet simulate | pairs | train | package | register | predict | evaluate``.
+"""Thin command line: ``srunet simulate | pairs | train | package | predict | evaluate | registry``.
 
 Parsing only; each subcommand imports its (heavy) module after the arguments are parsed.
+``pairs`` registers images (confocal onto ISM); ``registry`` is the MLflow model registry.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def _pairs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register(args: argparse.Namespace) -> int:
+def _registry(args: argparse.Namespace) -> int:
     register = {"--package": args.package, "--run-id": args.run_id, "--name": args.name,
                 "--metrics": args.metrics, "--alias": args.alias or None}
     if args.download is not None:
@@ -181,7 +182,7 @@ def _register(args: argparse.Namespace) -> int:
     else:
         missing = [flag for flag in ("--package", "--run-id", "--name") if register[flag] is None]
         if missing or args.out is not None:
-            raise ValueError("register needs --package, --run-id and --name (missing: "
+            raise ValueError("registry needs --package, --run-id and --name (missing: "
                              f"{', '.join(missing) or 'none'}); --out goes with --download")
     from srunet.model.registry import download_version, register_package, store_uri
 
@@ -201,6 +202,8 @@ def _register(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srunet", description=__doc__.splitlines()[0])
+    debug_help = "on an error, show the full traceback instead of one line"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="simulate confocal/ISM training pairs (docs/acquisition.md)")
@@ -233,15 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="folder, or a .zip file")
     p.add_argument("--release", action="store_true",
                    help="write the repository's release: rdf.yaml at the root, files in model/release/")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (or, with --release, the release files)")
     p.add_argument("--no-test", action="store_true", help="skip bioimageio's test (not advised)")
     p.set_defaults(func=_package)
 
     p = sub.add_parser("predict", help="2x super-resolve TIFF/OME-TIFF images with a package")
-    p.add_argument("inputs", type=Path, nargs="+")
-    p.add_argument("--model", type=Path, default=None, help="rdf.yaml or .zip (default: root)")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE",
+                   help="confocal TIFF/OME-TIFF files (2-D); each gives OUT/<name>_sr.ome.tif")
+    p.add_argument("--model", type=Path, default=None,
+                   help="package rdf.yaml, folder or .zip (default: the release)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--consistency", action="store_true",
                    help="also write a physics-consistency map beside each output")
     p.add_argument("--uncertainty", action="store_true",
@@ -257,15 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="QC report of a package on paired LR/HR data")
-    p.add_argument("--model", type=Path, default=None, help="rdf.yaml or .zip (default: root)")
-    p.add_argument("--lr", type=Path, required=True)
-    p.add_argument("--hr", type=Path, required=True)
+    p.add_argument("--model", type=Path, default=None,
+                   help="package rdf.yaml, folder or .zip (default: the release)")
+    p.add_argument("--lr", type=Path, required=True,
+                   help="folder of confocal (LR) images, paired with --hr by file name")
+    p.add_argument("--hr", type=Path, required=True,
+                   help="folder of registered ISM (HR) targets, twice the LR size")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--lr-repeat", type=Path, default=None,
                    help="second noise realisations of the LR images (same names): two-image FRC")
     p.add_argument("--hr-repeat", type=Path, default=None, help="the same for the HR images")
     p.add_argument("--tracking-uri", default=None, help="log the report to this MLflow store")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("pairs", help="register raw confocal/ISM pairs onto the exact 2x grid, with QC")
@@ -279,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of pixels at the image maximum (0.01)")
     p.set_defaults(func=_pairs)
 
-    p = sub.add_parser("register", help="register a package of a tracked run in the MLflow "
-                       "model registry, with its lineage; or --download a version")
+    p = sub.add_parser("registry", help="MLflow model registry: add a package of a tracked run "
+                       "as a version, with its lineage; or --download a version")
     p.add_argument("--package", type=Path, default=None, help="package folder or .zip")
     p.add_argument("--run-id", default=None, help="the `srunet train` run that made it")
     p.add_argument("--name", default=None, help="registered model name, e.g. srunet-kidney")
@@ -296,15 +305,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: download that version's package.zip and rdf.yaml to --out")
     p.add_argument("--out", type=Path, default=None, help="download folder (with --download)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.set_defaults(func=_register)
+    p.set_defaults(func=_registry)
+    for command in sub.choices.values():  # --debug before or after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=debug_help)
     return parser
 
 
+# Renamed commands: the old name gets one line pointing to the new one.
+RENAMED = {"register": ("registry", "the MLflow model registry; `srunet pairs` registers images")}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command in RENAMED:
+        new, what = RENAMED[command]
+        print(f"srunet: error: `srunet {command}` is now `srunet {new}` ({what}), same options",
+              file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, OSError) as error:
+        if args.debug:  # a bug or an unclear error: the whole traceback
+            raise
         # Bad input or output location (OSError: missing, existing, unwritable, full): the
         # message says what, where and how to fix it; no traceback needed.
         if isinstance(error, OSError) and error.strerror and error.filename:  # raw OS error

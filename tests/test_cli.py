@@ -73,3 +73,35 @@ def test_output_errors_are_one_line_without_errno(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "a.tif"), "--out", str(taken)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "[Errno" not in err and "is a file, not a folder" in err
+
+
+def test_old_register_command_points_to_registry(capsys):
+    assert main(["register", "--name", "x", "--store", "runs/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`srunet registry`" in err and "srunet pairs" in err
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    for argv in (["--debug", "predict", "a.tif", "--out", str(taken)],
+                 ["predict", "a.tif", "--out", str(taken), "--debug"]):
+        with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+            main(argv)
+    assert main(["predict", "a.tif", "--out", str(taken)]) == 2  # without it: one line
+
+
+def test_every_option_has_a_help_text():
+    import argparse
+
+    from srunet.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [f"{name} {'/'.join(action.option_strings) or action.dest}"
+               for name, command in [("srunet", parser), *sub.choices.items()]
+               for action in command._actions
+               if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+               and not (action.help or "").strip()]
+    assert not missing, f"options without a help text: {missing}"
+    assert all(choice.help for choice in sub._choices_actions)  # each command's line in --help

@@ -1,8 +1,8 @@
-"""Metrics equal reference implementations on fixed arrays; the custom accuracy on known cases."""
+"""Metrics equal their published formulas, computed here independently of the library each
+wraps (hand-computable cases, a numpy SSIM); the custom accuracy on known cases."""
 
 import numpy as np
 import pytest
-from skimage.metrics import structural_similarity
 
 from srunet.evaluation import metrics
 
@@ -26,11 +26,37 @@ def test_nrmse_matches_formula(pair):
     assert metrics.nrmse(truth, test) == pytest.approx(expected)
 
 
-def test_ssim_matches_skimage_and_is_one_for_identity(pair):
+def ssim_reference(x, y, data_range, window=7):
+    """SSIM of Wang et al. (2004), eq. 13, from numpy only: uniform ``window``-px window, sample
+    (co)variances (N - 1), K1 = 0.01, K2 = 0.03, averaged over every window inside the image."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    wx = np.lib.stride_tricks.sliding_window_view(x, (window, window)).reshape(-1, window**2)
+    wy = np.lib.stride_tricks.sliding_window_view(y, (window, window)).reshape(-1, window**2)
+    mx, my = wx.mean(1), wy.mean(1)
+    vx, vy = wx.var(1, ddof=1), wy.var(1, ddof=1)
+    cov = ((wx - mx[:, None]) * (wy - my[:, None])).sum(1) / (window**2 - 1)
+    ssim_map = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return ssim_map.mean()
+
+
+def test_ssim_hand_computed_cases():
+    # a constant image against itself plus c: no contrast, so only the luminance term is left,
+    # C1 / (c^2 + C1) with C1 = (0.01 L)^2; c = 0.01 L gives exactly 1/2, c = 0.02 L 1/5
+    zeros = np.zeros((16, 16))
+    assert metrics.ssim(zeros, zeros + 0.01, data_range=1.0) == pytest.approx(0.5)
+    assert metrics.ssim(zeros, zeros + 0.02, data_range=1.0) == pytest.approx(0.2)
+    assert metrics.ssim(zeros, zeros + 0.5, data_range=1.0) == pytest.approx(1e-4 / (0.25 + 1e-4))
+    assert metrics.ssim(zeros, zeros + 0.5, data_range=50.0) == pytest.approx(0.25 / 0.5)
+    image = np.random.default_rng(1).random((16, 16))
+    assert metrics.ssim(image, image, data_range=1.0) == pytest.approx(1.0)
+
+
+def test_ssim_matches_the_formula_computed_independently(pair):
     truth, test = pair
     assert metrics.ssim(truth, test, data_range=1.0) == pytest.approx(
-        structural_similarity(truth, test, data_range=1.0))
-    assert metrics.ssim(truth, truth, data_range=1.0) == pytest.approx(1.0)
+        ssim_reference(truth, test, 1.0), rel=1e-9)
+    assert metrics.ssim(truth, 2 * test, data_range=3.0) == pytest.approx(
+        ssim_reference(truth, 2 * test, 3.0), rel=1e-9)
 
 
 def test_gain_offset_fit_removes_affine_differences(pair):

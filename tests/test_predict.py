@@ -102,8 +102,6 @@ def test_load_model_accepts_folder_yaml_and_zip(tiny_package, tiny_zip):
 
 @pytest.mark.slow
 def test_consistency_and_uncertainty_maps(tiny_package, tmp_path):
-    pytest.importorskip("srunet.evaluation.consistency")
-    pytest.importorskip("srunet.evaluation.uncertainty")
     source = _write_ome(tmp_path / "c.ome.tif", _raw(), 0.085)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

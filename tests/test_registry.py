@@ -1,4 +1,4 @@
-"""`srunet register`: packages of tracked runs become registered versions with their lineage.
+"""`srunet registry`: packages of tracked runs become registered versions with their lineage.
 
 The runs are made with MlflowClient and the tags `srunet train` sets (a real training run would
 add a minute and test nothing more here); the packages are the tiny session fixtures.
@@ -56,7 +56,7 @@ def registry(tmp_path_factory, tiny_package, tiny_zip):
                   "--alias", "champion", "--metrics", str(report), "--store", str(run_dir)],
                  ["--package", str(tiny_zip), "--run-id", runs[1], "--alias", "champion",
                   "--alias", "candidate", "--tracking-uri", uri]):
-        assert main(["register", "--name", NAME, *argv]) == 0
+        assert main(["registry", "--name", NAME, *argv]) == 0
     return {"dir": run_dir, "uri": uri, "client": client, "runs": runs, "stranger": stranger,
             "report": report, "weights_sha": weights_sha, "tiny_zip": Path(tiny_zip)}
 
@@ -113,7 +113,7 @@ def test_download_gives_a_loadable_package(registry, tmp_path, capsys):
 
     for ref, version in ((f"{NAME}@champion", 2), (f"{NAME}@1", 1)):
         out = tmp_path / f"v{version}"
-        assert main(["register", "--download", ref, "--out", str(out),
+        assert main(["registry", "--download", ref, "--out", str(out),
                      "--store", str(registry["dir"])]) == 0
         assert f"{out / 'package.zip'}" in capsys.readouterr().out
         assert sorted(p.name for p in out.iterdir()) == ["package.zip", "rdf.yaml",
@@ -123,7 +123,7 @@ def test_download_gives_a_loadable_package(registry, tmp_path, capsys):
         assert (info["name"], info["version"]) == (NAME, version)
         assert file_sha256(out / "package.zip") == info["tags"]["package_sha256"]
     # an existing download folder is replaced only on request
-    argv = ["register", "--download", f"{NAME}@2", "--out", str(tmp_path / "v1"),
+    argv = ["registry", "--download", f"{NAME}@2", "--out", str(tmp_path / "v1"),
             "--store", str(registry["dir"])]
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0
@@ -171,7 +171,7 @@ def test_bad_input_one_line_and_nothing_written(registry, tmp_path, capsys):
 
     before = state()
     for argv, words in _bad_inputs(registry, tmp_path):
-        assert main(["register", *argv]) == 2, argv
+        assert main(["registry", *argv]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
         assert all(word in err for word in words), (words, err)

@@ -168,7 +168,6 @@ def test_evaluate_pairs_tiffs_by_name(tmp_path):
 
 
 def test_mlflow_logging(tmp_path):
-    pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -1,12 +1,15 @@
-"""Measurements of the architecture study (bench/arch_study.py): tile-offset error, measured
-halo, FLOPs, throughput, export agreement, fitted PSNR and spectral band power.
+"""Helpers shared by the bench scripts (``from common import ...``: a script run as
+``python bench/x.py`` has bench/ on its import path).
 
-The gradient-support radius is ``srunet.model.package.measured_radius`` (what packaging uses).
+Test images (:func:`synthetic_confocal`), torch models as numpy functions, and the measurements
+of the architecture study (bench/arch_study.py): tile-offset error, measured halo, FLOPs,
+throughput, export agreement and spectral band power. Quality numbers come from the package
+(``srunet.evaluation.metrics``: PSNR with the README's data range and gain/offset fit, its
+bicubic); the gradient-support radius is ``srunet.model.package.measured_radius``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from pathlib import Path
@@ -14,8 +17,18 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+
+def synthetic_confocal(size: int, seed: int = 0) -> np.ndarray:
+    """A large field tiled from simulated LR images (realistic content, exact size)."""
+    from srunet.simulation.simulator import simulate_pair
+
+    tiles = [simulate_pair(seed + k, hr_size=512)["lr"] for k in range(4)]
+    reps = -(-size // 256)
+    rows = [np.concatenate([tiles[(i + j) % 4] for j in range(reps)], axis=1) for i in range(reps)]
+    return np.concatenate(rows, axis=0)[:size, :size]
+
 
 def predict_numpy(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     def predict(image: np.ndarray) -> np.ndarray:
@@ -91,19 +104,26 @@ def measure_halo(
     return halo
 
 
-def tile_offset_error(model: nn.Module, image: np.ndarray, margin: int, shifts=range(1, 8)) -> float:
-    """Max over shifts s of max |f(x)[2s:, 2s:] - f(x[s:, s:])| over the interior (``margin``
-    output px away from every edge), relative to the output range."""
+def tile_offset_differences(model: nn.Module, image: np.ndarray, margin: int,
+                            shifts=range(1, 8)) -> dict[int, np.ndarray]:
+    """For each shift s: |f(x)[2s:, 2s:] - f(x[s:, s:])| over the interior (``margin`` output
+    px away from every edge), relative to the output range of f(x). A phase-free 2x network
+    gives exactly 0; a pooling one repeats with period ``grid``, so shifts 1..grid-1 show it."""
     predict = predict_numpy(model)
     whole = predict(image)
     value_range = float(np.ptp(whole))
-    worst = 0.0
+    differences = {}
     for s in shifts:
         shifted = predict(image[s:, s:])
         a = whole[2 * s :, 2 * s :][margin:-margin, margin:-margin]
         b = shifted[margin:-margin, margin:-margin]
-        worst = max(worst, float(np.abs(a - b).max()) / value_range)
-    return worst
+        differences[s] = np.abs(a - b) / value_range
+    return differences
+
+
+def tile_offset_error(model: nn.Module, image: np.ndarray, margin: int, shifts=range(1, 8)) -> float:
+    """The largest of :func:`tile_offset_differences` over all shifts and pixels."""
+    return max(float(d.max()) for d in tile_offset_differences(model, image, margin, shifts).values())
 
 
 def flops_per_output_pixel(model: nn.Module, size: int = 128) -> float:
@@ -162,21 +182,6 @@ def export_errors(model: nn.Module, name: str, workdir: Path) -> dict:
         result[f"onnx_{key}"] = (float((onnx_out - eager).abs().max()) / scale
                                  if onnx_out.shape == eager.shape else float("inf"))
     return result
-
-
-def fit_psnr(prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-    """PSNR (data_range 1) after a least-squares gain/offset fit of prediction to target."""
-    a = np.stack([prediction.ravel(), np.ones(prediction.size)], axis=1).astype(np.float64)
-    coef, *_ = np.linalg.lstsq(a, target.ravel().astype(np.float64), rcond=None)
-    fitted = (a @ coef).reshape(target.shape)
-    mse = float(np.mean((fitted - target) ** 2))
-    return 10 * math.log10(1.0 / mse), fitted
-
-
-def bicubic(lr: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return F.interpolate(torch.from_numpy(lr)[None, None], scale_factor=2.0, mode="bicubic",
-                             align_corners=False)[0, 0].numpy()
 
 
 def band_power(image: np.ndarray, low: float, high: float) -> float:
