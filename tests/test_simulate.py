@@ -458,3 +458,35 @@ def test_wide_dataset_records_domain_and_parameters(tmp_path):
         pair = simulate_pair(entry["seed"], hr_size=SIZE, domain="wide")
         assert entry["params"] == json.loads(json.dumps(pair["params"]))
         np.testing.assert_array_equal(tifffile.imread(tmp_path / "w" / entry["hr"]), pair["hr"])
+
+
+def test_emccd_noise_has_the_excess_noise_factor_of_two():
+    rng = np.random.default_rng(5)
+    photons, qe, em, gain, offset = 20.0, 0.9, 100.0, 0.05, 500.0
+    adu = optics.emccd_noise(np.full((256, 256), photons), qe=qe, em_gain=em, read_noise_e=20.0,
+                             gain=gain, offset=offset, rng=rng).astype(float)
+    mean_e = qe * photons
+    assert adu.mean() == pytest.approx(mean_e * em * gain + offset, rel=0.01)
+    # Var = F^2 * mean_e * (em gain)^2 with F^2 = 2, plus read noise, all times gain^2
+    assert adu.var() == pytest.approx(gain**2 * (2 * mean_e * em**2 + 20.0**2), rel=0.05)
+
+
+def test_robustness_instruments_lie_outside_the_wide_domain():
+    """bench/robustness_heldout.py's default instruments can never be drawn by wide training."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "robustness_heldout.py"
+    spec = importlib.util.spec_from_file_location("robustness_heldout", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.SEED >= contract.TRAINING_SEED_LIMIT + 24  # after the own held-out set too
+    rng = np.random.default_rng(8)
+    for name in bench.DEFAULT_INSTRUMENTS:
+        overrides = {k: v for k, v in bench.INSTRUMENTS[name].items() if k != "em_gain"}
+        for _ in range(5):
+            params = {**sample_params(rng, 64, "wide"), **bench.INSTRUMENTS[name]}
+            assert bench.outside_wide(params), name
+        assert set(overrides) <= set(sample_params(rng, 64, "wide")), name  # all are real keys
+    for _ in range(20):  # and wide draws are inside, so the check can tell
+        assert bench.outside_wide(sample_params(rng, 64, "wide")) == []

@@ -277,6 +277,27 @@ def scmos_expected_adu(photons: np.ndarray, *, qe: float, gain: float, offset: f
     return (qe * gain * np.asarray(photons, dtype=np.float64) + offset).astype(np.float32)
 
 
+def emccd_noise(photons: np.ndarray, *, qe: float, em_gain: float, read_noise_e: float,
+                gain: float, offset: float, rng: np.random.Generator) -> np.ndarray:
+    """One EMCCD exposure: Poisson photo-electrons, Gamma-distributed electron multiplication.
+
+    The multiplication register's output for n input electrons is Gamma(n, em_gain), whose
+    variance doubles the shot noise (excess noise factor 2); then read noise (e- rms, after
+    multiplication), conversion ``gain`` (ADU/e-) and ``offset``. A noise regime no sCMOS has:
+    used by ``bench/robustness_heldout.py``, never by the training draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint16 ADU, rounded and clipped to 0..65535.
+    """
+    n = rng.poisson(qe * np.maximum(photons, 0.0))
+    electrons = rng.gamma(np.maximum(n, 1), em_gain) * (n > 0)
+    electrons += rng.normal(0.0, read_noise_e, size=electrons.shape)
+    adu = np.rint(electrons * gain + offset)
+    return np.clip(adu, 0, UINT16_MAX).astype(np.uint16)
+
+
 def photon_counting_noise(photons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Photon-counting detector: Poisson counts, uint16 (clipped at 65535)."""
     return np.clip(rng.poisson(np.maximum(photons, 0.0)), 0, UINT16_MAX).astype(np.uint16)

@@ -6,6 +6,11 @@ LR/HR misregistration, box-sum onto the 85 nm and 42.5 nm grids (:mod:`.optics`)
 drawn photon budgets and add detector noise. :func:`simulate_dataset` writes many pairs as
 OME-TIFF plus ``manifest.json``.
 
+Domains: ``domain="contract"`` (default) draws inside docs/acquisition.md's ranges, exactly as
+simulator 1.0 did (same seed, same bytes); ``domain="wide"`` draws beyond them
+(:mod:`.wide`, ranges in ``contract.WIDE``: wider PSFs, ISM reconstructions, LR/HR rotation,
+camera and background, the structure families of :mod:`.structures`).
+
 Units and conventions
 ---------------------
 * ``lr``: sCMOS ADU, uint16, offset ``contract.OFFSET_ADU`` included. ``lr_clean`` is its
