@@ -43,8 +43,9 @@ def _simulate(args: argparse.Namespace) -> int:
     from srunet.simulation.simulator import simulate_dataset
 
     manifest = simulate_dataset(args.out, pairs=args.pairs, seed=args.seed, workers=args.workers,
-                                overwrite=args.overwrite, repeats=args.repeats)
-    print(f"wrote {args.pairs} pairs; manifest: {manifest}")
+                                overwrite=args.overwrite, repeats=args.repeats,
+                                domain=args.domain)
+    print(f"wrote {args.pairs} pairs ({args.domain} domain); manifest: {manifest}")
     return 0
 
 
@@ -214,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--repeats", action="store_true",
                    help="also write second noise realisations (lr_repeat/, hr_repeat/) for FRC")
+    p.add_argument("--domain", choices=("contract", "wide"), default="contract",
+                   help="parameter draw: 'contract' (default; docs/acquisition.md's ranges, the "
+                        "release's training data) or 'wide' (domain randomisation beyond them: "
+                        "docs/acquisition.md, 'Wide domain (training v3)')")
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser("train", help="train the 2x UNet, tracked in MLflow")

@@ -60,3 +60,61 @@ DEFAULT_REASSIGNMENT = 0.47  # the table's ISM FWHMs are quoted for reassignment
 ISM_DETECTOR_AU = 1.25  # ISM detector diameter
 # sCMOS conversion gain (ADU per electron): not in docs/acquisition.md; camera-typical range
 LR_GAIN_ADU_PER_E = (0.5, 2.5)
+
+
+# --- Wide domain (training v3, #17): per-pair ranges BEYOND the contract's nominal values ---
+# `srunet simulate --domain wide` draws every pair's instrument from these ranges (domain
+# randomisation), so a model trained on it covers the instruments users bring. Each range and
+# why: docs/acquisition.md, "Wide domain (training v3)". The contract domain above is unchanged.
+# (lo, hi) pairs are drawn uniformly unless listed in WIDE_LOG_UNIFORM. Lengths in nm.
+WIDE = {
+    # lambda_em / NA relative to the default setting (520 nm, NA 1.4): 405-450 nm dyes at NA 1.45
+    # (~0.83) up to far-red 680 nm emission at NA 1.2 water (~1.42); scales both PSFs.
+    "wavelength_scale": (0.82, 1.45),
+    "pinhole_au": (0.5, 2.0),  # confocal pinhole, Airy units (contract 0.8-2)
+    "fwhm_jitter": 0.10,  # +-10 % per modality on top: aberrations, index mismatch, focus
+    "lr_fwhm_nm": (150.0, 330.0),  # confocal FWHM bounds the draw is held inside
+    "hr_fwhm_nm": (90.0, 230.0),  # ISM FWHM bounds (90 nm ~ 2 HR px: finer would alias)
+    "max_hr_over_lr_fwhm": 0.9,  # the target stays sharper than the input (as the contract)
+    "lr_tail_weight": (0.0, 0.15),  # wide-scatter tail of the confocal PSF (half of the images)
+    "lr_ring_weight": (0.0, 0.04),  # Airy-like side lobe of the confocal PSF
+    "psf_tail_scale": (2.0, 3.5),  # tail width / main width, both modalities
+    "non_gaussian_probability": 0.5,  # share of confocal PSFs with a tail and/or side lobe
+    # ISM detector: Airyscan-like arrays of 0.8-1.8 AU (Airyscan 1.25 AU, "Fast" modes larger)
+    "ism_detector_au": (0.8, 1.8),
+    "reassignment": (0.35, 0.6),  # reassignment factor set by the instrument (optimum ~0.47)
+    # ISM reconstruction: plain pixel reassignment (wide tail), Fourier reweighting (narrower,
+    # small side lobes), deconvolution (narrowest, ringing = a signed ring)
+    "ism_reconstruction": {"reassignment": 0.4, "reweighted": 0.3, "deconvolved": 0.3},
+    "reassignment_tail_weight": (0.05, 0.25),
+    "reweighted_fwhm_factor": (0.88, 0.97),
+    "reweighted_tail_weight": (0.0, 0.08),
+    "reweighted_ring_weight": (0.0, 0.04),
+    "deconvolved_fwhm_factor": (0.75, 0.9),
+    "deconvolved_tail_weight": (0.0, 0.05),
+    "deconvolved_ring_weight": (-0.10, 0.06),  # negative: dark ring (ringing); positive: side lobe
+    # registration of the LR image against the HR one: shift magnitude and rotation (degrees)
+    "shift_lr_px": (0.0, 0.5),
+    "rotation_deg": (-1.0, 1.0),
+    # LR camera (sCMOS and CCD-like), HR detector
+    "qe": (0.5, 0.95),
+    "read_noise_e": (0.5, 3.0),
+    "gain_adu_per_e": (0.2, 5.0),
+    "offset_adu": (0.0, 400.0),
+    "lr_peak_e": (15.0, 5000.0),
+    "hr_peak_photons": (100.0, 3000.0),
+    # background
+    "haze_fraction": (0.0, 0.6),
+    "haze_sigma_um": (1.0, 6.0),
+    "autofluorescence": (0.0, 0.08),
+    "hr_haze_factor": (0.15, 0.6),
+    # structure families (srunet/simulation/structures.py) and an optional second layer
+    "families": {"kidney": 0.4, "cytoskeleton": 0.2, "vesicles": 0.15, "texture": 0.25},
+    "overlay_probability": 0.3,
+    "overlay_weight": (0.05, 0.5),
+}
+WIDE_LOG_UNIFORM = ("gain_adu_per_e", "lr_peak_e", "hr_peak_photons")
+DOMAINS = ("contract", "wide")
+# Seeds: training sets use seeds < TRAINING_SEED_LIMIT; held-out sets use seeds at or above it
+# (own held-out 900000-900023, robustness set bench/robustness_heldout.py from 950000).
+TRAINING_SEED_LIMIT = 900000

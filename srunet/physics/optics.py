@@ -36,6 +36,7 @@ RING_WIDTH_PER_FWHM = 0.2
 WIDEFIELD_SIGMA_LAMBDA_NA = 0.21
 AIRY_UNIT_LAMBDA_NA = 1.22
 UINT16_MAX = 65535
+MAX_DARK_RING = 0.2  # most negative ring weight: a deconvolution's ringing, not a new PSF
 
 
 # ----------------------------------------------------------------------------------- PSF widths
@@ -66,13 +67,14 @@ def confocal_fwhm_factor(pinhole_au: float) -> float:
     return _confocal_sigma_au(pinhole_au) / _confocal_sigma_au(contract.DEFAULT_PINHOLE_AU)
 
 
-def ism_fwhm_factor(reassignment: float, fwhm_nm: float) -> float:
+def ism_fwhm_factor(reassignment: float, fwhm_nm: float,
+                    detector_au: float = contract.ISM_DETECTOR_AU) -> float:
     """FWHM scale of the ISM PSF for a reassignment factor off the table's (optimal) value.
 
     A detector element at offset d sees a PSF centred at ``r_opt * d``; reassigning by ``r``
     leaves a residual ``(r_opt - r) * d`` that adds in quadrature to the ISM width, with d spread
-    over the detector disc (``ISM_DETECTOR_AU``). The effect is small (< 1 % over 0.45-0.5), as
-    it is physically; the per-image FWHM jitter dominates.
+    over the detector disc (``detector_au``, default ``ISM_DETECTOR_AU``). The effect is small
+    (< 1 % over 0.45-0.5), as it is physically; the per-image FWHM jitter dominates.
 
     Parameters
     ----------
@@ -80,6 +82,8 @@ def ism_fwhm_factor(reassignment: float, fwhm_nm: float) -> float:
         Reassignment factor used by the (virtual) instrument.
     fwhm_nm : float
         ISM FWHM at the default reassignment, nm.
+    detector_au : float
+        Diameter of the detector array in Airy units (Airyscan-like geometries: 0.8-1.8).
 
     Returns
     -------
@@ -88,7 +92,7 @@ def ism_fwhm_factor(reassignment: float, fwhm_nm: float) -> float:
     """
     # The ISM FWHM is ~confocal-widefield / sqrt(2): lambda/NA ~ FWHM * sqrt(2) / 0.51.
     au_nm = AIRY_UNIT_LAMBDA_NA * fwhm_nm * math.sqrt(2.0) / 0.51
-    d_rms = contract.ISM_DETECTOR_AU * au_nm / 4.0  # per-axis std over the detector disc
+    d_rms = detector_au * au_nm / 4.0  # per-axis std over the detector disc
     sigma = contract.fwhm_to_sigma(fwhm_nm)
     residual = (reassignment - contract.DEFAULT_REASSIGNMENT) * d_rms
     return math.sqrt(sigma**2 + residual**2) / sigma
@@ -128,7 +132,8 @@ def psf_spec(fwhm_nm: float, tail_weight: float = 0.0, tail_scale: float = 2.5,
     tail_scale : float
         Width of the tail relative to the main Gaussian.
     ring_weight : float
-        Fraction of the energy in an Airy-like first side lobe.
+        Fraction of the energy in an Airy-like first side lobe; negative (down to
+        ``-MAX_DARK_RING``) gives a dark ring, the ringing of a deconvolved image.
 
     Returns
     -------
@@ -136,8 +141,8 @@ def psf_spec(fwhm_nm: float, tail_weight: float = 0.0, tail_scale: float = 2.5,
         JSON-serialisable: ``fwhm_nm``, ``sigma_nm`` (main Gaussian, solved), ``tail_weight``,
         ``tail_scale``, ``ring_weight``, ``ring_radius_nm``, ``ring_width_nm``.
     """
-    if not (fwhm_nm > 0 and tail_weight >= 0 and ring_weight >= 0
-            and tail_weight + ring_weight < 0.5):
+    if not (fwhm_nm > 0 and tail_weight >= 0 and ring_weight >= -MAX_DARK_RING
+            and tail_weight + abs(ring_weight) < 0.5):
         raise ValueError(f"invalid PSF: fwhm={fwhm_nm}, tail={tail_weight}, ring={ring_weight}")
     spec = {"fwhm_nm": float(fwhm_nm), "sigma_nm": contract.fwhm_to_sigma(fwhm_nm),
             "tail_weight": float(tail_weight), "tail_scale": float(tail_scale),
@@ -199,6 +204,25 @@ def shift_phase(shape: tuple[int, int], dy: float, dx: float) -> np.ndarray:
     return np.exp(-2j * math.pi * (ky * dy + kx * dx))
 
 
+def rotation_matrix(angle_deg: float) -> np.ndarray:
+    """2x2 matrix acting on (dy, dx): ``[[cos, -sin], [sin, cos]]`` (clockwise on screen, y down)."""
+    c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    return np.array([[c, -s], [s, c]])
+
+
+def rotate_about_centre(image: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Move the content at offset p from the image centre to ``rotation_matrix(angle) @ p``.
+
+    Linear interpolation: used on the fine grid (21.25 nm), where its ~1 px smoothing is far
+    below any PSF. Beyond the border the nearest pixel is repeated (it falls in the margin).
+    """
+    rot = rotation_matrix(angle_deg)
+    centre = (np.array(image.shape, dtype=float) - 1.0) / 2.0  # index coords of the centre
+    inverse = rot.T  # output o takes input centre + R^-1 (o - centre)
+    return scipy.ndimage.affine_transform(image, inverse, offset=centre - inverse @ centre,
+                                          order=1, mode="nearest")
+
+
 def box_sum(image: np.ndarray, factor: int) -> np.ndarray:
     """Integrate ``factor`` x ``factor`` blocks: out (i, j) = sum of rows/cols f*i..f*i+f-1."""
     h, w = image.shape
@@ -253,6 +277,27 @@ def scmos_expected_adu(photons: np.ndarray, *, qe: float, gain: float, offset: f
     return (qe * gain * np.asarray(photons, dtype=np.float64) + offset).astype(np.float32)
 
 
+def emccd_noise(photons: np.ndarray, *, qe: float, em_gain: float, read_noise_e: float,
+                gain: float, offset: float, rng: np.random.Generator) -> np.ndarray:
+    """One EMCCD exposure: Poisson photo-electrons, Gamma-distributed electron multiplication.
+
+    The multiplication register's output for n input electrons is Gamma(n, em_gain), whose
+    variance doubles the shot noise (excess noise factor 2); then read noise (e- rms, after
+    multiplication), conversion ``gain`` (ADU/e-) and ``offset``. A noise regime no sCMOS has:
+    used by ``bench/robustness_heldout.py``, never by the training draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint16 ADU, rounded and clipped to 0..65535.
+    """
+    n = rng.poisson(qe * np.maximum(photons, 0.0))
+    electrons = rng.gamma(np.maximum(n, 1), em_gain) * (n > 0)
+    electrons += rng.normal(0.0, read_noise_e, size=electrons.shape)
+    adu = np.rint(electrons * gain + offset)
+    return np.clip(adu, 0, UINT16_MAX).astype(np.uint16)
+
+
 def photon_counting_noise(photons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Photon-counting detector: Poisson counts, uint16 (clipped at 65535)."""
     return np.clip(rng.poisson(np.maximum(photons, 0.0)), 0, UINT16_MAX).astype(np.uint16)
@@ -260,7 +305,7 @@ def photon_counting_noise(photons: np.ndarray, rng: np.random.Generator) -> np.n
 
 # ------------------------------------------------------------------------------ image formation
 def blur_and_bin(obj: np.ndarray, lr_psf: dict, hr_psf: dict, shift_lr_px: tuple[float, float],
-                 haze_sigma_nm: float, margin: int) -> dict:
+                 haze_sigma_nm: float, margin: int, rotation_deg: float = 0.0) -> dict:
     """Image one fine-grid object through both modalities, integrated onto the LR and HR grids.
 
     The object spectrum is computed once; each modality multiplies it by its OTF, the LR one
@@ -269,6 +314,11 @@ def blur_and_bin(obj: np.ndarray, lr_psf: dict, hr_psf: dict, shift_lr_px: tuple
     LR. After cropping ``margin`` fine pixels per side (the margin absorbs periodic wrap-around of
     the PSF tails and the shift), fine pixels are box-summed 2x2 (HR) and 4x4 (LR). So with equal
     PSFs and zero shift, ``lr_focus == box_sum(hr_focus, 2)`` exactly (float rounding aside).
+
+    With ``rotation_deg`` the LR image also sees the object rotated about the field centre c:
+    content at HR position p appears on LR at ``c + R (p - c) + shift`` (R =
+    :func:`rotation_matrix`), in focus and haze alike. The (radially symmetric) PSFs commute
+    with the rotation, so rotating the object once is the same as rotating the LR image.
 
     Parameters
     ----------
@@ -283,6 +333,9 @@ def blur_and_bin(obj: np.ndarray, lr_psf: dict, hr_psf: dict, shift_lr_px: tuple
         Out-of-focus haze blur (Gaussian sigma, nm).
     margin : int
         Fine pixels cropped from each side after blurring.
+    rotation_deg : float
+        Rotation of the LR image relative to the HR one, degrees (0: the contract's pairs; the
+        margin must absorb it: a degree turns a 1152 px grid's corner by ~14 fine px).
 
     Returns
     -------
@@ -297,9 +350,12 @@ def blur_and_bin(obj: np.ndarray, lr_psf: dict, hr_psf: dict, shift_lr_px: tuple
     spectrum = scipy.fft.rfft2(obj)
     back = lambda spec: scipy.fft.irfft2(spec, s=shape)[crop]  # noqa: E731
     hr_focus = back(spectrum * otf(shape, hr_psf))
-    lr_focus = back(spectrum * (otf(shape, lr_psf) * phase))
     haze = haze_field(obj, haze_sigma_nm)
     hr_haze = haze[crop]
+    if rotation_deg:  # the LR path images the rotated object (focus and haze)
+        obj = rotate_about_centre(obj, rotation_deg)
+        spectrum, haze = scipy.fft.rfft2(obj), haze_field(obj, haze_sigma_nm)
+    lr_focus = back(spectrum * (otf(shape, lr_psf) * phase))
     lr_haze = back(scipy.fft.rfft2(haze) * phase)
     lr_f, hr_f = round(per_lr), round(contract.HR_PIXEL_NM / contract.FINE_PIXEL_NM)
     return {"lr_focus": box_sum(lr_focus, lr_f), "lr_haze": box_sum(lr_haze, lr_f),

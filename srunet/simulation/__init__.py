@@ -1,2 +1,3 @@
 """The simulator of paired confocal/ISM images: kidney-like phantoms (``phantom``, drawn with
-``drawing``) imaged through the forward model of ``srunet.physics`` (``simulator``)."""
+``drawing``) and, in the wide domain (``wide``), further structure families (``structures``),
+imaged through the forward model of ``srunet.physics`` (``simulator``)."""

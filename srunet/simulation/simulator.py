@@ -6,6 +6,11 @@ LR/HR misregistration, box-sum onto the 85 nm and 42.5 nm grids (:mod:`.optics`)
 drawn photon budgets and add detector noise. :func:`simulate_dataset` writes many pairs as
 OME-TIFF plus ``manifest.json``.
 
+Domains: ``domain="contract"`` (default) draws inside docs/acquisition.md's ranges, exactly as
+simulator 1.0 did (same seed, same bytes); ``domain="wide"`` draws beyond them
+(:mod:`.wide`, ranges in ``contract.WIDE``: wider PSFs, ISM reconstructions, LR/HR rotation,
+camera and background, the structure families of :mod:`.structures`).
+
 Units and conventions
 ---------------------
 * ``lr``: sCMOS ADU, uint16, offset ``contract.OFFSET_ADU`` included. ``lr_clean`` is its
@@ -43,14 +48,13 @@ from srunet.files import check_output_dir, swap_into_place
 from srunet.physics import contract
 from srunet.tiff import write_ome_tiff
 from srunet.physics import optics
-from srunet.simulation import phantom
+from srunet.simulation import phantom, structures, wide
+from srunet.simulation.structures import SCENES, STAIN_PROBABILITY  # noqa: F401 (public names)
 
-SIMULATOR_VERSION = "1.0"
+SIMULATOR_VERSION = "1.1"  # 1.1: the opt-in wide domain; the contract domain is unchanged
 MARGIN_FINE_PX = 64  # fine px rendered around the field: absorbs PSF-tail wrap and the shift
 DEFAULT_SETTING_PROBABILITY = 0.7  # "mostly the default" optical setting
 NON_GAUSSIAN_PROBABILITY = 0.5  # share of images whose PSFs get a tail and/or side lobe
-SCENES = {"tubule": 0.55, "glomerulus": 0.2, "generic": 0.25}
-STAIN_PROBABILITY = {"phalloidin": 0.4, "WGA": 0.35, "DAPI": 0.25}
 PEAK_PERCENTILE = 99.9  # "peak signal" = this percentile of the in-focus signal
 EMPTY_FIELD_PEAK = 0.05  # lower bound of that peak, object units per LR pixel (see expose)
 
@@ -67,8 +71,17 @@ def _psf_params(rng, fwhm: float, max_ring: float) -> dict:
                            ring_weight=float(rng.uniform(0, max_ring)))
 
 
-def sample_params(rng: np.random.Generator, hr_size: int | None = None) -> dict:
-    """Draw every per-image parameter of one pair from the contract's ranges.
+def _check_domain(domain) -> str:
+    if domain not in contract.DOMAINS:
+        raise ValueError(f"domain must be one of {list(contract.DOMAINS)}, got {domain!r}: "
+                         "'contract' draws inside docs/acquisition.md's ranges (the release's "
+                         "training data), 'wide' beyond them (domain randomisation)")
+    return domain
+
+
+def sample_params(rng: np.random.Generator, hr_size: int | None = None,
+                  domain: str = "contract") -> dict:
+    """Draw every per-image parameter of one pair from the contract's (or the wide) ranges.
 
     Parameters
     ----------
@@ -76,6 +89,9 @@ def sample_params(rng: np.random.Generator, hr_size: int | None = None) -> dict:
         Source of randomness.
     hr_size : int, optional
         HR field size (even, >= 32). Default: drawn from ``contract.HR_FIELD_PX`` in steps of 16.
+    domain : {"contract", "wide"}
+        "contract": docs/acquisition.md's ranges (today's draw, unchanged); "wide":
+        ``contract.WIDE`` (:func:`srunet.simulation.wide.sample_wide_params`).
 
     Returns
     -------
@@ -87,6 +103,8 @@ def sample_params(rng: np.random.Generator, hr_size: int | None = None) -> dict:
         hr_size = int(rng.integers(lo // 16, hi // 16 + 1)) * 16
     elif int(hr_size) != hr_size or hr_size < 32 or hr_size % 2:
         raise ValueError(f"hr_size must be an even integer >= 32, got {hr_size!r}")
+    if _check_domain(domain) == "wide":
+        return wide.sample_wide_params(rng, int(hr_size))
     others = [s for s in contract.PSF_FWHM_NM if s != contract.DEFAULT_SETTING]
     setting = (contract.DEFAULT_SETTING if rng.uniform() < DEFAULT_SETTING_PROBABILITY
                else others[rng.integers(len(others))])
@@ -99,13 +117,7 @@ def sample_params(rng: np.random.Generator, hr_size: int | None = None) -> dict:
         if hr_fwhm <= 0.9 * lr_fwhm:
             break
     magnitude, angle = _uniform(rng, contract.REGISTRATION_SHIFT_LR_PX), rng.uniform(0, 2 * math.pi)
-    scene = str(rng.choice(list(SCENES), p=list(SCENES.values())))
-    stains = {str(rng.choice(list(STAIN_PROBABILITY), p=list(STAIN_PROBABILITY.values()))): 1.0}
-    if rng.uniform() < 0.3:  # bleed-through / co-stain in the same channel
-        extra = str(rng.choice([s for s in STAIN_PROBABILITY if s not in stains]))
-        stains[extra] = float(rng.uniform(0.05, 0.3))
-    generic_weight = 1.0 if scene == "generic" else (
-        float(rng.uniform(0.05, 0.6)) if rng.uniform() < 0.6 else 0.0)
+    content = structures.kidney_content(rng)
     log_peak = np.log(contract.LR_PEAK_E)
     return {
         "hr_size": hr_size, "lr_size": hr_size // 2,
@@ -123,7 +135,7 @@ def sample_params(rng: np.random.Generator, hr_size: int | None = None) -> dict:
         "haze_fraction": _uniform(rng, contract.HAZE_FRACTION),
         "haze_sigma_um": _uniform(rng, contract.HAZE_SIGMA_UM),
         "autofluorescence": contract.AUTOFLUORESCENCE, "hr_haze_factor": contract.HR_HAZE_FACTOR,
-        "content": {"scene": scene, "stains": stains, "generic_weight": generic_weight},
+        "content": content,
     }
 
 
@@ -165,7 +177,8 @@ def add_hr_noise(hr_clean: np.ndarray, params: dict, rng: np.random.Generator) -
 
 
 def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
-                  realisations: int = 1, obj=None, overrides: dict | None = None) -> dict:
+                  realisations: int = 1, obj=None, overrides: dict | None = None,
+                  domain: str = "contract") -> dict:
     """Simulate one (confocal LR, ISM HR) pair, deterministically from ``seed``.
 
     Parameters
@@ -186,6 +199,10 @@ def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
         Parameters that replace the drawn ones (keys of :func:`sample_params`), e.g. the PSFs
         and pinhole of a microscope outside the contract (``bench/finetune.py``). Everything is
         still drawn first, so the other parameters and the content do not change.
+    domain : {"contract", "wide"}
+        Where the parameters are drawn (:func:`sample_params`): "contract" (default, the
+        release's training data, bit-identical to simulator 1.0) or "wide" (domain
+        randomisation: wider optics, ISM reconstructions, rotation, noise, structure families).
 
     Returns
     -------
@@ -196,22 +213,27 @@ def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
     """
     seed = _check_int("seed", seed, 0)
     realisations = _check_int("realisations", realisations, 1)
+    _check_domain(domain)
     content_seq, noise_seq = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(content_seq)
-    params = sample_params(rng, hr_size)
+    params = sample_params(rng, hr_size, domain)
     unknown = sorted(set(overrides or {}) - set(params))
     if unknown:
         raise ValueError(f"overrides has unknown parameter(s) {unknown}; known: {sorted(params)}")
     params.update(overrides or {})
     n = 2 * params["hr_size"] + 2 * MARGIN_FINE_PX  # fine grid: HR / 2
-    if obj is None:
+    if obj is None and domain == "wide":
+        obj, info = structures.render(rng, (n, n), params["content"])
+        params["content"]["drawn"] = info
+    elif obj is None:
         obj, info = phantom.render_object(rng, (n, n), params["content"])
         params["content"].update(info)
     else:
         obj = np.asarray(obj(rng, (n, n)), dtype=np.float64)
         params["content"] = {"scene": "external object"}
     components = optics.blur_and_bin(obj, params["lr_psf"], params["hr_psf"], params["shift_lr_px"],
-                                     params["haze_sigma_um"] * 1000.0, MARGIN_FINE_PX)
+                                     params["haze_sigma_um"] * 1000.0, MARGIN_FINE_PX,
+                                     rotation_deg=params.get("rotation_deg", 0.0))
     lr_photons, hr_photons = expose(components, params)
     lr_clean = optics.scmos_expected_adu(lr_photons, qe=params["qe"], gain=params["gain_adu_per_e"],
                                          offset=params["offset_adu"])
@@ -239,12 +261,13 @@ def _write_image(path: Path, image: np.ndarray, pixel_nm: float) -> None:
     write_ome_tiff(path, image, pixel_nm / 1000.0)  # uncompressed: the dataset memory-maps it
 
 
-def _simulate_to(folder: str, seed: int, hr_size: int | None, repeats: bool = False) -> dict:
+def _simulate_to(folder: str, seed: int, hr_size: int | None, repeats: bool = False,
+                 domain: str = "contract") -> dict:
     """Worker: simulate pair ``seed`` into ``folder`` and return its manifest entry."""
-    pair = simulate_pair(seed, hr_size=hr_size, realisations=2 if repeats else 1)
+    pair = simulate_pair(seed, hr_size=hr_size, realisations=2 if repeats else 1, domain=domain)
     name = f"s{seed:06d}"
     entry = {"name": name, "lr": f"lr/{name}.tif", "hr": f"hr/{name}.tif", "seed": seed,
-             "params": pair["params"]}
+             "domain": domain, "params": pair["params"]}
     _write_image(Path(folder) / entry["lr"], pair["lr"], contract.LR_PIXEL_NM)
     _write_image(Path(folder) / entry["hr"], pair["hr"], contract.HR_PIXEL_NM)
     if repeats:  # a second, independent noise realisation of the same field (two-image FRC)
@@ -256,7 +279,7 @@ def _simulate_to(folder: str, seed: int, hr_size: int | None, repeats: bool = Fa
 
 def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: int | None = None,
                      overwrite: bool = False, hr_size: int | None = None,
-                     repeats: bool = False) -> Path:
+                     repeats: bool = False, domain: str = "contract") -> Path:
     """Write ``pairs`` simulated pairs as OME-TIFF (``lr/``, ``hr/``) plus ``manifest.json``.
 
     Parameters
@@ -276,6 +299,8 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
     repeats : bool
         Also write a second independent noise realisation of every pair to ``lr_repeat/`` and
         ``hr_repeat/`` (``lr/``, ``hr/`` are unchanged), for two-image FRC in ``srunet evaluate``.
+    domain : {"contract", "wide"}
+        Parameter draw of every pair (:func:`simulate_pair`); recorded in the manifest.
 
     Returns
     -------
@@ -291,6 +316,7 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
     seed = _check_int("seed", seed, 0)
     workers = (os.cpu_count() or 1) if workers is None else workers
     workers = min(_check_int("workers", workers, 1), pairs)
+    _check_domain(domain)
     out = Path(out)
     # existing, a file, unwritable, or no room: fail before simulating anything
     check_output_dir(out, overwrite=overwrite, what="simulation output folder",
@@ -305,17 +331,18 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
         with tqdm(total=pairs, desc="simulate", unit="pair") as bar:
             if workers == 1:
                 for s in seeds:
-                    entries[s] = _simulate_to(str(tmp), s, hr_size, repeats)
+                    entries[s] = _simulate_to(str(tmp), s, hr_size, repeats, domain)
                     bar.update()
             else:
                 with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-                    futures = [pool.submit(_simulate_to, str(tmp), s, hr_size, repeats)
+                    futures = [pool.submit(_simulate_to, str(tmp), s, hr_size, repeats, domain)
                                for s in seeds]
                     for future in concurrent.futures.as_completed(futures):
                         entry = future.result()
                         entries[entry["seed"]] = entry
                         bar.update()
         manifest = {"srunet_simulator_version": SIMULATOR_VERSION, "master_seed": seed,
+                    "domain": domain,
                     "pairs": [entries[s] for s in seeds], "contract": "ACQUISITION.md",
                     "units": {"lr": "sCMOS ADU (uint16, offset included)",
                               "hr": "photon counts (uint16)",
