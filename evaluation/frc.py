@@ -52,10 +52,9 @@ INVENTED_THRESHOLD = 1.5e-4
 # noise counts too): the release holds at most 6.2e-4 of its own power beyond the limit, the
 # 5 % texture 6.5e-4 to 1.5e-3, a 10 % texture at least 2.0e-3. Weaker: catches strong textures.
 HIGH_BAND_THRESHOLD = 1e-3
-# Every finite 2x interpolator leaves images of the input's strong coarse content next to the
-# output's Nyquist frequency (content at g cycles/px reappears at 0.5 - g): reproducible, not
-# in the target, but no texture (Keys bicubic holds up to 3.7e-4 there). The band therefore
-# stops 0.1 cycles/px short of Nyquist on each axis (periods above 2.5 px, 106 nm at 42.5 nm).
+# Every 2x interpolator leaves images of the input's coarse content next to the output's Nyquist
+# frequency (g cycles/px reappears at 0.5 - g): reproducible, not in the target, no texture (Keys
+# bicubic: up to 3.7e-4 there). So the band stops 0.1 cycles/px short of Nyquist on each axis.
 AXIS_FREQUENCY_MAX = 0.4  # cycles per pixel
 
 
