@@ -165,7 +165,8 @@ def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False):
         "metrics": metrics,
         "target_fit": {"gain": gain, "offset": offset},
         "frc": frc_numbers,
-        "beyond_ism_limit": frc.beyond_ism_limit(frc_numbers["sr"]["resolution_nm"]),
+        "invented_detail": frc.invented_detail(sr, hr, sr_repeat=sr_repeat,
+                                               hr_repeat=pair.hr_repeat),
         "consistency": {key: {k: c[k] for k in ("rse", "rsp", "gain", "offset")}
                         for key, c in consistency.items()},
         "uncertainty": None if std is None else {"mean_std": float(std.mean()),
@@ -214,7 +215,10 @@ def _overall(images: dict) -> dict:
         overall[f"frc_{key}_nm"] = float(np.mean([r["frc"][key]["resolution_nm"] for r in records]))
     methods = {r["frc"][k]["method"] for r in records for k in ("lr", "sr", "hr")}
     overall["frc_method"] = methods.pop() if len(methods) == 1 else "mixed (see per image)"
-    overall["beyond_ism_limit"] = [name for name, r in images.items() if r["beyond_ism_limit"]]
+    overall["invented_detail"] = [name for name, r in images.items()
+                                  if r["invented_detail"]["flagged"]]
+    invented = [r["invented_detail"]["invented"] for r in records]
+    overall["invented_detail_max"] = float(np.nanmax(invented)) if np.any(np.isfinite(invented)) else None
     for key in ("sr", "hr"):
         overall[f"consistency_{key}_rsp"] = float(np.mean([r["consistency"][key]["rsp"] for r in records]))
     stds = [r["uncertainty"]["mean_std"] for r in records if r["uncertainty"]]
@@ -256,7 +260,8 @@ def flat_metrics(overall: dict) -> dict:
     for key, value in overall.items():
         if isinstance(value, float):
             flat[key] = value
-    flat["beyond_ism_limit_count"] = float(len(overall["beyond_ism_limit"]))
+    if "invented_detail" in overall:  # reports before v3 carried the FRC flag instead
+        flat["invented_detail_count"] = float(len(overall["invented_detail"]))
     return {k: v for k, v in flat.items() if v is not None and math.isfinite(v)}
 
 
@@ -329,7 +334,8 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
                   "settings": {"frc_threshold": FRC_THRESHOLD, "frc_note": FRC_NOTE,
                                "foreground_mask": FOREGROUND_NOTE,
                                "ism_limit_nm": contract.ISM_RESOLUTION_LIMIT_NM,
-                               "ism_limit_tolerance": frc.ISM_LIMIT_TOLERANCE,
+                               "invented_detail_threshold": frc.INVENTED_THRESHOLD,
+                               "invented_detail_note": figures.INVENTED_NOTE,
                                "psf_difference_sigma_nm": contract.psf_difference_sigma_nm(),
                                "lr_pixel_nm": contract.LR_PIXEL_NM, "hr_pixel_nm": contract.HR_PIXEL_NM},
                   "overall": overall, "images": images}

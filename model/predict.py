@@ -26,12 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from srunet.evaluation import frc
 from srunet.evaluation.consistency import consistency_map
 from srunet.evaluation.report import evaluate_folders
 from srunet.evaluation.uncertainty import tta_std
 from srunet.files import check_output_dir
 from srunet.geometry import Blocks, largest_block, smallest_block
 from srunet.normalization import denormalize, mean_std_range
+from srunet.physics import contract
 from srunet.tiff import read_image, stem, write_ome_tiff
 
 # Input px per block side, halo included, by weight format. Measured on 2 CPU cores (2048^2
@@ -56,6 +58,26 @@ def flat_image_warning(image: np.ndarray, path) -> str | None:
                 "structure, so its super-resolved output is meaningless. Check that it is the "
                 "right channel/plane and not an empty or saturated frame")
     return None
+
+
+def high_band_warning(sr: np.ndarray, pixel_nm: float, path) -> str | None:
+    """The single-image invented-detail check of ``--consistency``, or None when it passes.
+
+    :func:`srunet.evaluation.frc.high_band_fraction` above ``HIGH_BAND_THRESHOLD``: without a
+    target or a second noise draw it cannot tell invented detail from passed-through noise, and
+    it catches textures of about 10 % of the local brightness (the two-draw test of ``srunet
+    evaluate`` catches 5 %). None too when the output grid cannot hold that band.
+    """
+    if pixel_nm / contract.ISM_RESOLUTION_LIMIT_NM >= frc.AXIS_FREQUENCY_MAX:
+        return None
+    share = frc.high_band_fraction(sr, pixel_size_nm=pixel_nm)
+    if share <= frc.HIGH_BAND_THRESHOLD:
+        return None
+    return (f"{path}: {share:.1e} of the output's power lies beyond the "
+            f"{contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm ISM limit (the release: at most 6.2e-4; "
+            f"warning above {frc.HIGH_BAND_THRESHOLD:g}): invented detail or input noise passed "
+            "through. Check the model with `srunet evaluate` on pairs with second noise draws "
+            "(--lr-repeat/--hr-repeat) before interpreting structures finer than that")
 
 
 def load_model(source):
@@ -252,7 +274,8 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
     overwrite : bool
         Replace existing outputs; otherwise FileExistsError before anything is computed.
     consistency, uncertainty : bool
-        Also write ``NAME_consistency.ome.tif`` (physics-consistency map on the input grid)
+        Also write ``NAME_consistency.ome.tif`` (physics-consistency map on the input grid;
+        and warn when the output holds much power beyond the ISM limit, :func:`high_band_warning`)
         and ``NAME_uncertainty.ome.tif`` (test-time-augmentation std on the output grid).
     weights_format, block_lr : optional
         As for :class:`Predictor` (default: ONNX when available, its fastest block size).
@@ -322,6 +345,8 @@ def _predict_into(predictor, inputs, planned, written, consistency, uncertainty,
             if consistency:
                 written.append(write_ome_tiff(next(targets), consistency_map(lr, sr)["map"].astype(np.float32),
                                               pixel_um))
+                if (message := high_band_warning(sr, pixel_um * 500.0, path)) is not None:
+                    warnings.warn(message, stacklevel=3)
             if uncertainty:
                 _, std = tta_std(predictor, lr)
                 written.append(write_ome_tiff(next(targets), std.astype(np.float32), pixel_um / 2))

@@ -15,16 +15,19 @@ from srunet.evaluation.metrics import all_metrics, upsample_bicubic
 LR_SIZE = 48
 
 
-def make_pair(seed: int, size: int = LR_SIZE):
-    """Small noisy LR/HR pair: blobs on the HR grid (ISM blur), LR = extra blur + 2x2 bin."""
+def make_pair(seed: int, size: int = LR_SIZE, repeat: bool = False):
+    """Small noisy LR/HR pair: blobs on the HR grid (ISM blur), LR = extra blur + 2x2 bin;
+    with ``repeat`` also second noise draws of both (independent Poisson noise)."""
     rng = np.random.default_rng(seed)
     obj = np.zeros((2 * size, 2 * size))
     y, x = rng.integers(8, 2 * size - 8, (2, 25))
     obj[y, x] = rng.uniform(50, 150, 25)
     hr_clean = gaussian_filter(obj, 1.4) * 10 + 2.0
     lr_clean = bin_to_lr(gaussian_filter(hr_clean, 1.3), binning="sum")
-    return (f"field{seed}", rng.poisson(lr_clean).astype(np.float32),
-            rng.poisson(hr_clean).astype(np.float32))
+    draws = 2 if repeat else 1
+    lrs, hrs = ([rng.poisson(clean).astype(np.float32) for _ in range(draws)]
+                for clean in (lr_clean, hr_clean))
+    return (f"field{seed}", lrs[0], hrs[0], *lrs[1:], *hrs[1:])
 
 
 def predict(lr):
@@ -71,7 +74,10 @@ def test_json_numbers_match_recomputation(written):
                 saved[f"frc_{key}_freq_per_nm"], saved[f"frc_{key}_correlation"])
             assert record["frc"][key]["resolution_nm"] == pytest.approx(resolution)
             assert record["frc"][key]["sampling_limited"] == (not crossed)
-        assert record["beyond_ism_limit"] == frc.beyond_ism_limit(record["frc"]["sr"]["resolution_nm"])
+        invented = frc.invented_detail(saved["sr"], hr)  # one draw: no repeats in these pairs
+        for key in ("invented", "reproducible", "confirmed"):
+            assert record["invented_detail"][key] == pytest.approx(invented[key], rel=1e-6, abs=1e-12)
+        assert record["invented_detail"]["flagged"] == invented["flagged"]
         recomputed = consistency_map(lr, saved["sr"])
         assert record["consistency"]["sr"]["rsp"] == pytest.approx(recomputed["rsp"])
         np.testing.assert_allclose(saved["consistency"], recomputed["map"])
@@ -217,7 +223,9 @@ def test_evaluate_uses_second_realisations_for_two_image_frc(tmp_path):
     summary = report.evaluate_folders(predict, lr_dir=data / "lr", hr_dir=data / "hr",
                               out_dir=tmp_path / "out", lr_repeat_dir=data / "lr_repeat",
                               hr_repeat_dir=data / "hr_repeat")
-    assert json.loads(summary.with_name("report.json").read_text())["overall"]["frc_method"] == "two-image"
+    written = json.loads(summary.with_name("report.json").read_text())
+    assert written["overall"]["frc_method"] == "two-image"
+    assert {r["invented_detail"]["method"] for r in written["images"].values()} == {"two draws"}
     with pytest.raises(ValueError, match="both"):
         report.evaluate_folders(predict, lr_dir=data / "lr", hr_dir=data / "hr", out_dir=tmp_path / "o2",
                         lr_repeat_dir=data / "lr_repeat")
@@ -297,3 +305,31 @@ def test_constant_image_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"lr/flat.tif: the image is constant .*'flat'"):
         report.evaluate_folders(predict, lr_dir=lr_dir, hr_dir=hr_dir, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_report_flags_an_added_texture_and_says_why(tmp_path):
+    """A model that adds a fixed fine texture (the same for every noise draw) is flagged; the
+    same model without it is not; summary.md states the definition and the threshold."""
+    from srunet.physics import contract
+
+    rng = np.random.default_rng(5)
+    radius = np.hypot(np.fft.fftfreq(2 * LR_SIZE)[:, None], np.fft.fftfreq(2 * LR_SIZE)[None, :])
+    texture = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=radius.shape)) * (radius > 0.33)))
+    texture /= texture.std()
+
+    def textured(lr):
+        out = predict(lr)
+        return out + 0.1 * np.maximum(gaussian_filter(out, 2) - out.mean(), 0) * texture
+
+    pairs = [make_pair(seed, repeat=True) for seed in (21, 22)]
+    flagged = {}
+    for label, model in (("plain", predict), ("textured", textured)):
+        summary = report.evaluate_arrays(pairs, model, tmp_path / label)
+        data = json.loads(summary.with_name("report.json").read_text())
+        flagged[label] = data["overall"]["invented_detail"]
+    assert flagged == {"plain": [], "textured": ["field21", "field22"]}
+    text = summary.read_text()
+    assert "hold invented detail beyond the ISM limit: field21, field22" in text
+    assert f"beyond 1/{contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm" in text  # the definition
+    assert f"above {data['settings']['invented_detail_threshold']:g}" in text
+    assert "bench/flag_controls.py" in text  # where the threshold came from
