@@ -24,7 +24,7 @@ def _report(path: Path) -> Path:
         return {"psnr": psnr, "ssim": 0.8, "nrmse": 0.1, "accuracy": 97.0}
     overall = {"model": {"whole": table(31.08), "foreground": table(24.0)},
                "bicubic": {"whole": table(28.05), "foreground": table(22.0)},
-               "frc_sr_vs_hr_nm": 170.0, "frc_method": "two-image", "beyond_ism_limit": ["a"],
+               "frc_sr_vs_hr_nm": 170.0, "frc_method": "two-image", "invented_detail": ["a"],
                "tta_mean_std": None}
     path.write_text(json.dumps({"overall": overall, "images": {}}))
     return path
