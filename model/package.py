@@ -39,12 +39,14 @@ from srunet.files import file_sha256 as _sha256, swap_into_place
 from srunet.geometry import Blocks, block_geometry, largest_block, lr_to_hr, smallest_block
 from srunet.model import card
 from srunet.model.checkpoint import build_model, load_checkpoint
-from srunet.model.export import INPUT_ID, ONNX_OPSET, OUTPUT_ID, WEIGHT_FILES, export_weights
-from srunet.model.predict import predict_image
+from srunet.model.export import (INPUT_ID, ONNX_OPSET, OUTPUT_ID, WEIGHT_FILES, export_weights,
+                                 verify_exports)
+from srunet.model.predict import load_model, predict_image
 from srunet.normalization import EPS, MEAN_STD, method_of
 from srunet.model.publication import Publication, load_publication
 from srunet.model.unet import SRUNet
-from srunet.model.zoo_format import make_runner_compatible, zip_folder
+from srunet.model.zoo_format import (make_runner_compatible, reproducible_torchscript, reroot_rdf,
+                                     zip_folder)
 from srunet.simulation.simulator import simulate_pair
 from srunet.tiff import write_tensor_tiff
 
@@ -149,8 +151,9 @@ def describe(src, checkpoint: dict, blocks: Blocks, *, arch_sha256: str,
     """The ``v0_5.ModelDescr`` of a package whose files are found by ``src(filename)``.
 
     ``src`` maps a file name to an absolute path (staging) or to a path relative to the
-    validation context root (release layout); ``publication`` gives authors, maintainers,
-    git_repo, cite, extra tags and license.
+    validation context root; ``publication`` gives authors, maintainers, git_repo, cite, extra
+    tags and license. ``with_test_output=False`` describes a draft (no test/sample outputs, no
+    ``metrics.json`` yet) that can already run.
     """
     from bioimageio.spec.model import v0_5 as s
 
@@ -199,6 +202,8 @@ def describe(src, checkpoint: dict, blocks: Blocks, *, arch_sha256: str,
         license=publication.license, tags=list(dict.fromkeys(TAGS + publication.tags)),
         documentation=s.FileDescr(source=src("README.md")),
         covers=[s.FileDescr(source=src("cover.png"))], inputs=inputs, outputs=outputs, weights=weights,
+        # the card's numbers, machine-readable (card.METRICS_FILE; from_package reads them)
+        attachments=[s.FileDescr(source=src(card.METRICS_FILE))] if with_test_output else [],
         config=s.Config(bioimageio=s.BioimageioConfig(
             reproducibility_tolerance=[s.ReproducibilityTolerance(**TOLERANCE)]),
             deepimagej={"allow_tiling": True}))
@@ -224,6 +229,8 @@ def _write_files(checkpoint: dict, folder: Path, sample: dict | None, publicatio
     blocks = tiling_geometry(model)
     shutil.copyfile(Path(__file__).with_name("unet.py"), folder / "unet.py")
     export_weights(model, checkpoint["model_state"], folder, blocks.min)
+    reproducible_torchscript(folder / WEIGHT_FILES["torchscript"])
+    verify_exports(model, folder)  # the rewritten archive still reproduces the network
 
     if sample is None:  # the project's own sample: one simulated pair, the same every time
         sample = simulate_pair(seed=SAMPLE_SEED, hr_size=2 * sample_lr_size(blocks))
@@ -242,11 +249,14 @@ def _write_files(checkpoint: dict, folder: Path, sample: dict | None, publicatio
     sr = predict_image(draft, lr, weights_format="pytorch_state_dict")
     write_tensor_tiff(folder / "sample_output.tif", sr[None, None])
     bicubic = upsample_bicubic(lr)
-    metrics = {"model": all_metrics(hr, sr), "bicubic": all_metrics(hr, bicubic)}
+    record = card.card_record(
+        checkpoint=checkpoint, input_halo=blocks.halo, min_size=blocks.min, step=blocks.step,
+        grid=model.grid, sample_metrics={"model": all_metrics(hr, sr), "bicubic": all_metrics(hr, bicubic)})
+    card.write_record(folder / card.METRICS_FILE, record)
     card.write_cover(folder / "cover.png", lr=lr, sr=sr)
     (folder / "README.md").write_text(card.readme_text(
-        name=NAME, checkpoint=checkpoint, input_halo=blocks.halo, grid=blocks.step,
-        min_size=blocks.min, metrics=metrics, publication=publication), encoding="utf-8")
+        name=NAME, checkpoint=checkpoint, record=record, publication=publication),
+        encoding="utf-8")
     return describe(src, checkpoint, blocks, arch_sha256=arch, publication=publication)
 
 
@@ -332,17 +342,15 @@ def export_release(checkpoint, repo_root, *, sample: dict | None = None, overwri
     """Write the committed release: ``repo_root/rdf.yaml`` + files in ``model/release/``.
 
     The files are first built (and tested) as an ordinary folder package, then moved to
-    ``model/release/`` with their own ``rdf.yaml`` (plain file names: what the wheel ships);
-    the root ``rdf.yaml`` is the same description re-rooted at ``repo_root`` (file references
-    ``model/release/<name>``), validated and tested again.
+    ``model/release/`` with their own ``rdf.yaml`` (plain file names: what the wheel ships).
+    The root ``rdf.yaml`` is generated from that one by :func:`root_rdf` (file references
+    re-rooted under ``model/release/``, nothing else changed), then validated and tested again.
 
     Returns
     -------
     Path
         ``repo_root/rdf.yaml``.
     """
-    from bioimageio.spec import ValidationContext, save_bioimageio_yaml_only
-
     root = Path(repo_root).resolve()
     rdf, release = root / "rdf.yaml", root / RELEASE_DIR
     for path in (rdf, release):
@@ -356,17 +364,29 @@ def export_release(checkpoint, repo_root, *, sample: dict | None = None, overwri
                       publication=publication)
         release.parent.mkdir(parents=True, exist_ok=True)
         swap_into_place(staging / "package", release)
-        blocks = tiling_geometry(SRUNet(**checkpoint["model_kwargs"]))
-        with ValidationContext(root=root, perform_io_checks=True):
-            descr = describe(lambda name: (RELEASE_DIR / name).as_posix(), checkpoint, blocks,
-                             arch_sha256=_sha256(release / "unet.py"), publication=publication)
-        tmp_rdf = staging / "rdf.yaml"
-        save_bioimageio_yaml_only(descr, file=tmp_rdf)
-        make_runner_compatible(tmp_rdf)
-        os.replace(tmp_rdf, rdf)
+        root_rdf(root)
         if run_test:
             run_bioimageio_test(rdf)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return rdf
 
+
+def root_rdf(repo_root) -> Path:
+    """Write ``repo_root/rdf.yaml`` from ``model/release/rdf.yaml`` (its one source): the same
+    description with each file reference re-rooted under ``model/release/``; validated.
+
+    Raises
+    ------
+    ValueError
+        If the written description does not validate with its files (hashes included).
+    """
+    root = Path(repo_root).resolve()
+    tmp = reroot_rdf(root / RELEASE_DIR / "rdf.yaml", root / ".new.rdf.yaml",
+                     RELEASE_DIR.as_posix())
+    try:
+        load_model(tmp)  # checks every file and sha256 from the root
+        os.replace(tmp, root / "rdf.yaml")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return root / "rdf.yaml"
