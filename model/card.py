@@ -116,6 +116,27 @@ def _architecture_note(grid: int) -> str:
             "Nyquist frequency.")
 
 
+CORE_DEFAULT_N = 10  # bioimageio.core 0.11's default blocksize parameter (`--blockwise`)
+
+
+def _sizes_text(min_size: int, step: int, halo: int) -> str:
+    """What sizes each consumer takes (bioimageio.core 0.11, JDLL's TileMaker, srunet)."""
+    if step == 1:
+        return (f"blocks of at least {min_size} input pixels per side, halo included (each keeps "
+                f"{min_size - 2 * halo} px or more beyond the halo); bioimage.io tools that tile "
+                "take any image of at least that size, and `srunet predict` and deepImageJ pad "
+                "smaller ones.")
+    default = min_size + CORE_DEFAULT_N * step
+    return f"""blocks of {min_size} + n x {step} input pixels per side, halo included (every multiple
+  of {step} from {min_size} on); the smallest keeps {min_size - 2 * halo} px beyond the halo, n = 1, 2 keep {min_size + step - 2 * halo} and {min_size + 2 * step - 2 * halo}.
+  `srunet predict` pads any image to that grid, and deepImageJ pads images smaller than its tile
+  (down to a third of the tile side). bioimageio.core (0.11) takes an image of another size
+  only as an xarray with named axes (`bioimageio predict` on a file, or a numpy array, must be
+  {min_size} + n x {step} px: pad or crop it), and its blockwise prediction needs a block no
+  larger than the image: its default (`--blockwise`, n = {CORE_DEFAULT_N}) is {default} px, so run
+  images smaller than that without `--blockwise`, or with a smaller n."""
+
+
 def _tiling_note(grid: int, min_size: int, step: int) -> str:
     if grid == 1:
         return (f"Tiling: the network is shift-equivariant (no pooling), so a block of at least "
@@ -263,6 +284,7 @@ def readme_text(*, name: str, checkpoint: dict, record: dict, publication=None) 
         architecture_note=_architecture_note(grid),
         input_output=_input_output_text(checkpoint["normalization"]),
         size_grid="" if step == 1 else f" (sizes {min_size} + n x {step})", min_size=min_size,
+        sizes=_sizes_text(min_size, step, tiling["input_halo"]),
         input_halo=tiling["input_halo"], output_halo=tiling["output_halo"],
         training_data=training, sample_metrics=table, training_metrics=train_line,
         consumers=CONSUMERS, tiling_note=_tiling_note(grid, min_size, step),

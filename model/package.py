@@ -6,9 +6,11 @@ as hand-formatted YAML. Facts this module relies on are in docs/packaging.md:
 - 2x output = a size reference to the input axis of the same id with input scale 4.0 and output
   scale 2.0 (no unit): bioimage.io (v0.5 meaning) and deepImageJ/JDLL (v0.4 meaning) both read
   that as 2x, with the same input halo.
-- Block sizes ``min + n * step`` and the halo are multiples of the network's ``grid`` (1 for the
-  phase-free v2 network, 2**depth for v1's pooling UNet), so every block sees the same phase as
-  the whole image (``geometry``); the halo is the measured receptive radius of the weights.
+- The halo is the measured receptive radius of the weights. Block sizes ``min + n * step`` are
+  pleasant to tile (:func:`tiling_geometry`): the smallest keeps ``MIN_KEPT`` px beyond the halo
+  per side, and the step (``SIZE_STEP``) makes n = 1, 2 clearly larger blocks. Halo, min and step
+  are multiples of the network's ``grid`` (1 for the phase-free v2 network, 2**depth for v1's
+  pooling UNet), so every block sees the same phase as the whole image (``geometry``).
 
 Layouts written:
 
@@ -26,6 +28,7 @@ data) comes from a YAML file (``publication``), by default the project's own.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 import tempfile
@@ -36,7 +39,8 @@ import torch
 
 from srunet.evaluation.metrics import all_metrics, upsample_bicubic
 from srunet.files import file_sha256 as _sha256, swap_into_place
-from srunet.geometry import Blocks, block_geometry, largest_block, lr_to_hr, smallest_block
+from srunet.geometry import (Blocks, block_geometry, largest_block, lr_to_hr, round_up,
+                             smallest_block)
 from srunet.model import card
 from srunet.model.checkpoint import build_model, load_checkpoint
 from srunet.model.export import (INPUT_ID, ONNX_OPSET, OUTPUT_ID, WEIGHT_FILES, export_weights,
@@ -58,6 +62,14 @@ TAGS = ["super-resolution", "image-restoration", "fluorescence-light-microscopy"
         "2d", "unet", "pytorch", "torchscript", "onnx"]
 TOLERANCE = {"relative_tolerance": 1e-3, "absolute_tolerance": 1e-3,
              "mismatched_elements_per_million": 100}
+# Block sizes (input px, halo included). A consumer that asks for the smallest block
+# (bioimageio.core blocksize_parameter=0) should still keep a useful interior: with
+# min = 2 * halo + 1 (the release had min 95 for halo 47) each block kept ~1 px, 147,456 blocks
+# for a 384x384 image. min is also a multiple of the step, so every multiple of 32 px from min
+# on is a block size: core accepts a numpy/TIFF image only at a declared size, and deepImageJ's
+# default tile is a multiple of the step (bench/tiling_sizes.py, docs/packaging.md).
+MIN_KEPT = 64   # input px a smallest block keeps per axis, beyond the halo on both sides
+SIZE_STEP = 32  # n = 1, 2 add 32, 64 px: 1.5x and 2x the kept side of the v2 release's min
 RELEASE_DIR = Path("model") / "release"
 SAMPLE_SEED = 20240611  # simulator seed of the package's default sample pair
 # The project's own publication metadata: training/publication.yaml in a checkout, and the same
@@ -103,9 +115,15 @@ def measured_radius(model: SRUNet) -> int:
 
 
 def tiling_geometry(model: SRUNet) -> Blocks:
-    """Block sizes and halo (input pixels) of a network: the halo is its measured receptive
-    radius (:func:`measured_radius`) rounded up to its grid, the exact need of its weights."""
-    return block_geometry(measured_radius(model), model.grid)
+    """Block sizes and halo (input pixels) of a network, as the package declares them.
+
+    The halo is its measured receptive radius (:func:`measured_radius`) rounded up to its grid,
+    the exact need of its weights. The step is ``SIZE_STEP`` (or the grid, if coarser) and
+    min is the smallest multiple of it that keeps ``MIN_KEPT`` px beyond the halo.
+    """
+    halo = block_geometry(measured_radius(model), model.grid).halo
+    step = math.lcm(SIZE_STEP, int(model.grid))
+    return Blocks(min=round_up(2 * halo + MIN_KEPT, step), step=step, halo=halo)
 
 
 def sample_lr_size(blocks: Blocks) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from srunet.model.package import build_package, tiling_geometry
+from srunet.model.package import MIN_KEPT, SIZE_STEP, build_package, tiling_geometry
 from srunet.geometry import smallest_block
 from srunet.model.predict import Predictor, load_model, package_blocks, predict_image
 
@@ -40,9 +40,10 @@ def _image(shape=(150, 170), seed=3) -> np.ndarray:
 
 
 def _block_sizes(descr) -> list[int]:
-    """Three block sizes; the smallest (min) keeps only one grid cell and is ~50x slower."""
+    """Three block sizes: the smallest (min, which keeps MIN_KEPT px beyond the halo: many
+    blocks), one step larger, and a large one (a 97x131 image then fits one block)."""
     g = package_blocks(descr)
-    return [g.min + 3 * g.step, g.min + 6 * g.step, g.min + 13 * g.step]
+    return [g.min, g.min + g.step, g.min + 4 * g.step]
 
 
 def check_tiled_equals_whole(descr, weights_format: str, image: np.ndarray) -> np.ndarray:
@@ -105,20 +106,26 @@ def jump_seam_score(diff: np.ndarray, period: int) -> float:
     return float(max(ratios))
 
 
-def check_block_artifacts(rdf: Path, tmp_path: Path, shape=(204, 256)) -> float:
-    """Run `bioimageio predict-block-artifacts` (core's own blocking, blocksize n=1: many small
-    blocks) and return the seam score of its whole-minus-blockwise difference."""
+def check_block_artifacts(rdf: Path, tmp_path: Path, n: int, blocks_per_axis: int) -> float:
+    """Run `bioimageio predict-block-artifacts` (core's own blocking with blocksize parameter
+    ``n``) on an image of about ``blocks_per_axis`` blocks per side and return the seam score
+    of its whole-minus-blockwise difference."""
     descr = load_model(rdf)
     blocks = package_blocks(descr)
-    shape = tuple(smallest_block(s, blocks) for s in shape)  # numpy inputs must lie on the size grid
+    kept = blocks.min + n * blocks.step - 2 * blocks.halo
+    side = smallest_block(blocks_per_axis * kept - kept // 2, blocks)  # numpy: on the size grid
+    shape = (side, side + blocks.step)
     np.save(tmp_path / "input.npy", _image(shape)[None, None])
+    # n >= 1: the CLI reads --blockwise 0 as "no blocking" (and core's predict reads a plain
+    # blocksize_parameter=0 as its default 10), so n = 0 is not reachable through it.
+    assert n >= 1
     result = _bioimageio_cli("predict-block-artifacts", str(rdf), "--inputs", "input.npy",
-                             "--outputs", "diff.npy", "--blockwise", "1", cwd=tmp_path)
+                             "--outputs", "diff.npy", "--blockwise", str(n), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     diff = np.load(tmp_path / "diff.npy")[0, 0]
     assert diff.shape == (2 * shape[0], 2 * shape[1])
-    inner_out = 2 * (blocks.min + blocks.step - 2 * blocks.halo)
-    return jump_seam_score(diff, inner_out)
+    assert -(-shape[0] // kept) >= min(blocks_per_axis, 3)  # the blocks really are many
+    return jump_seam_score(diff, 2 * kept)
 
 
 def test_jump_seam_score_has_power():
@@ -132,8 +139,10 @@ def test_jump_seam_score_has_power():
 
 
 @pytest.mark.slow
-def test_bioimageio_predict_block_artifacts_shows_no_seams(tiny_package, tmp_path):
-    assert check_block_artifacts(tiny_package, tmp_path) < 1.3
+@pytest.mark.parametrize("n, blocks_per_axis", [(1, 6), (3, 3)])
+def test_bioimageio_predict_block_artifacts_shows_no_seams(tiny_package, tmp_path, n,
+                                                           blocks_per_axis):
+    assert check_block_artifacts(tiny_package, tmp_path, n, blocks_per_axis) < 1.3
 
 
 @pytest.mark.slow
@@ -157,7 +166,10 @@ def test_description_geometry(tiny_descr, tiny_checkpoint):
         assert str(axis.size.axis_id) == str(axis.id)
         size = in_axes[str(axis.id)].size
         assert size.step % build_model(checkpoint).grid == 0 and size.min == blocks.min
-        assert 2 * size.min - 2 * axis.halo >= 1
+        # the smallest block keeps MIN_KEPT px beyond the halo; every multiple of the step
+        # from min on is a block size (what deepImageJ's default tile is)
+        assert size.min - 2 * blocks.halo >= MIN_KEPT and size.min % size.step == 0
+        assert size.step == SIZE_STEP
     (step,) = [p for p in tiny_descr.inputs[0].preprocessing if p.id != "ensure_dtype"]
     assert step.id == "zero_mean_unit_variance" and checkpoint["normalization"]["method"] == "mean_std"
     assert [str(a) for a in step.kwargs.axes] == ["y", "x"] and step.kwargs.eps == 1e-6
@@ -237,8 +249,8 @@ def test_seam_detector_has_power(tiny_checkpoint):
 @pytest.mark.slow
 def test_no_block_seams(tiny_descr):
     """In the spirit of `bioimageio predict-block-artifacts`: tiled - whole shows no seams."""
-    image = _image((160, 160))
-    block = _block_sizes(tiny_descr)[1]
+    image = _image((256, 256))
+    block = _block_sizes(tiny_descr)[0]  # the smallest: 4 x 4 blocks
     inner_out = 2 * (block - 2 * package_blocks(tiny_descr).halo)
     whole = predict_image(tiny_descr, image, tiled=False)
     tiled = predict_image(tiny_descr, image, block_lr=block)
@@ -390,7 +402,7 @@ def test_release_at_repository_root(tmp_path):
     _bioimageio_test(rdf)
     descr = load_model(rdf)
     check_formats(descr, _image((97, 131)))
-    assert check_block_artifacts(rdf, tmp_path) < 1.3
+    assert check_block_artifacts(rdf, tmp_path, 1, 5) < 1.3
 
 
 @pytest.mark.slow
