@@ -1,11 +1,16 @@
-"""Model card text and cover image of the srunet bioimage.io package.
+"""Model card text, its numbers (``metrics.json``) and cover image of the srunet package.
 
-Kept apart from ``package.py`` so the wording can be reviewed on its own. Every number about the
-training data comes from ``srunet.physics.contract`` (the acquisition contract), never retyped.
+Kept apart from ``package.py`` so the wording can be reviewed on its own. The card is
+``card_template.md`` filled in: the numbers measured at build time (sample and training metrics,
+tiling geometry) come from the record that the package also ships as ``metrics.json`` (so a
+re-export reads them back from there, ``from_package``); every number about the training data
+comes from ``srunet.physics.contract`` (the acquisition contract), never retyped.
 """
 
 from __future__ import annotations
 
+import json
+import string
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +116,28 @@ def _architecture_note(grid: int) -> str:
             "Nyquist frequency.")
 
 
-def _tiling_note(grid: int, min_size: int) -> str:
+CORE_DEFAULT_N = 10  # bioimageio.core 0.11's default blocksize parameter (`--blockwise`)
+
+
+def _sizes_text(min_size: int, step: int, halo: int) -> str:
+    """What sizes each consumer takes (bioimageio.core 0.11, JDLL's TileMaker, srunet)."""
+    if step == 1:
+        return (f"blocks of at least {min_size} input pixels per side, halo included (each keeps "
+                f"{min_size - 2 * halo} px or more beyond the halo); bioimage.io tools that tile "
+                "take any image of at least that size, and `srunet predict` and deepImageJ pad "
+                "smaller ones.")
+    default = min_size + CORE_DEFAULT_N * step
+    return f"""blocks of {min_size} + n x {step} input pixels per side, halo included (every multiple
+  of {step} from {min_size} on); the smallest keeps {min_size - 2 * halo} px beyond the halo, n = 1, 2 keep {min_size + step - 2 * halo} and {min_size + 2 * step - 2 * halo}.
+  `srunet predict` pads any image to that grid, and deepImageJ pads images smaller than its tile
+  (down to a third of the tile side). bioimageio.core (0.11) takes an image of another size
+  only as an xarray with named axes (`bioimageio predict` on a file, or a numpy array, must be
+  {min_size} + n x {step} px: pad or crop it), and its blockwise prediction needs a block no
+  larger than the image: its default (`--blockwise`, n = {CORE_DEFAULT_N}) is {default} px, so run
+  images smaller than that without `--blockwise`, or with a smaller n."""
+
+
+def _tiling_note(grid: int, min_size: int, step: int) -> str:
     if grid == 1:
         return (f"Tiling: the network is shift-equivariant (no pooling), so a block of at least "
                 f"{min_size} input pixels may start anywhere: tiles placed at any offset by any "
@@ -119,139 +145,150 @@ def _tiling_note(grid: int, min_size: int) -> str:
     return (f"Tiling: the UNet's 2x2 max pooling makes the result depend slightly on where a "
             f"block starts modulo {grid} input pixels. `srunet predict` pads images to that "
             f"grid, and bioimage.io blocking of images whose size lies on the declared size grid "
-            f"({min_size} + n x {grid}) starts every block on it: both are exact. Tools that "
+            f"({min_size} + n x {step}) starts every block on it: both are exact. Tools that "
             "start tiles at other offsets can show faint joins.")
 
 
-def readme_text(*, name: str, checkpoint: dict, input_halo: int, grid: int, min_size: int,
-                metrics: dict | None, publication=None) -> str:
-    """The package's README.md (``documentation``), including a ``# Validation`` section.
+METRIC_KEYS = ("psnr", "ssim", "nrmse", "accuracy")  # the card's metric rows, in order
+METRICS_FILE = "metrics.json"  # the card's numbers, beside it in the package
+TEMPLATE = Path(__file__).with_name("card_template.md")
+_RECORD_SCHEMA = 1
+
+
+def _pair(model: dict, bicubic: dict) -> dict:
+    """``{"model": {...}, "bicubic": {...}}`` restricted to the card's metrics both have."""
+    keys = [k for k in METRIC_KEYS if k in model and k in bicubic]
+    return {"model": {k: float(model[k]) for k in keys},
+            "bicubic": {k: float(bicubic[k]) for k in keys}}
+
+
+def card_record(*, checkpoint: dict, input_halo: int, min_size: int, step: int, grid: int,
+                sample_metrics: dict | None) -> dict:
+    """The numbers of the card, as written to the package's ``metrics.json``.
+
+    Parameters
+    ----------
+    checkpoint : dict
+        Loaded srunet checkpoint; its ``metrics`` (``val_<key>``, ``val_bicubic_<key>``) and
+        ``step`` give the training-validation table.
+    input_halo, min_size, step : int
+        Tiling geometry in input pixels, as declared in the description (sizes min + n x step).
+    grid : int
+        The network's phase grid (1: a block may start anywhere; 2**depth for a pooling UNet).
+    sample_metrics : dict or None
+        ``{"model": all_metrics(...), "bicubic": all_metrics(...)}`` on the packaged sample pair.
+    """
+    train = checkpoint.get("metrics") or {}
+    validation = None
+    if "val_psnr" in train and "val_bicubic_psnr" in train:
+        validation = {"step": checkpoint.get("step"), **_pair(
+            {k: train[f"val_{k}"] for k in METRIC_KEYS if f"val_{k}" in train},
+            {k: train[f"val_bicubic_{k}"] for k in METRIC_KEYS if f"val_bicubic_{k}" in train})}
+    return {"schema": _RECORD_SCHEMA,
+            "tiling": {"input_halo": int(input_halo), "output_halo": 2 * int(input_halo),
+                       "min": int(min_size), "step": int(step), "grid": int(grid)},
+            "sample_pair": _pair(sample_metrics["model"], sample_metrics["bicubic"])
+            if sample_metrics else None,
+            "training_validation": validation}
+
+
+def write_record(path: Path, record: dict) -> Path:
+    """Write ``record`` as JSON (sorted keys, full float precision: a rebuild is identical)."""
+    path = Path(path)
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read_record(path: Path) -> dict:
+    """Read a ``metrics.json`` written by :func:`write_record`.
+
+    Raises
+    ------
+    ValueError
+        If it is not such a record (unknown schema or missing sections), naming the file.
+    """
+    path = Path(path)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    missing = {"schema", "tiling", "sample_pair", "training_validation"} - set(record)
+    if missing or record["schema"] != _RECORD_SCHEMA:
+        raise ValueError(f"{path} is not an srunet card record (schema {_RECORD_SCHEMA}): "
+                         f"missing {sorted(missing)}, schema {record.get('schema')!r}; rebuild "
+                         "the package with this srunet version")
+    return record
+
+
+def training_metrics(record: dict) -> tuple[dict, int | None]:
+    """The checkpoint's ``metrics`` (``val_<key>``, ``val_bicubic_<key>``) and step recorded
+    in a card record: what a re-export needs to write the same training table again."""
+    validation = record.get("training_validation")
+    if not validation:
+        return {}, None
+    metrics = {}
+    for key, value in validation["model"].items():
+        metrics[f"val_{key}"] = value
+        metrics[f"val_bicubic_{key}"] = validation["bicubic"][key]
+    return metrics, validation.get("step")
+
+
+def _metrics_table(pair: dict) -> str:
+    return "| metric | this model | bicubic 2x |\n|---|---|---|\n" + "\n".join(
+        f"| {key} | {pair['model'][key]:.4g} | {pair['bicubic'][key]:.4g} |"
+        for key in METRIC_KEYS if key in pair["model"])  # JSON keys come back sorted
+
+
+def _template() -> string.Template:
+    text = TEMPLATE.read_text(encoding="utf-8")
+    if text.startswith("<!--"):  # the template's own comment is not part of the card
+        text = text[text.index("-->") + len("-->"):].lstrip("\n")
+    return string.Template(text)
+
+
+def readme_text(*, name: str, checkpoint: dict, record: dict, publication=None) -> str:
+    """The package's README.md (``documentation``): ``card_template.md`` filled in.
 
     Parameters
     ----------
     name : str
         Model name as in the description.
     checkpoint : dict
-        Loaded srunet checkpoint (model kwargs, normalization, training metrics).
-    input_halo, grid, min_size : int
-        Tiling geometry in input pixels, as declared in the description.
-    metrics : dict or None
-        ``{"model": all_metrics(...), "bicubic": all_metrics(...)}`` on the packaged sample pair.
+        Loaded srunet checkpoint (model kwargs and normalisation).
+    record : dict
+        The card's numbers (:func:`card_record`, the package's ``metrics.json``).
     publication : srunet.model.publication.Publication, optional
         Its ``training_data`` (else the simulator's description) and ``cite`` list.
     """
+    tiling = record["tiling"]
+    grid, min_size, step = tiling["grid"], tiling["min"], tiling["step"]
     training = (publication.training_data if publication and publication.training_data
                 else training_data_text())
     cite = "\n".join(
         f"- {c.text} " + (f"https://doi.org/{c.doi}" if c.doi else c.url)
         for c in (publication.cite if publication else []))
-    io_text = _input_output_text(checkpoint["normalization"])
-    kwargs = ", ".join(f"{k}={v!r}" for k, v in checkpoint["model_kwargs"].items())
-    if metrics:
-        rows = "\n".join(
-            f"| {key} | {metrics['model'][key]:.4g} | {metrics['bicubic'][key]:.4g} |"
-            for key in ("psnr", "ssim", "nrmse", "accuracy"))
+    if record["sample_pair"]:
         table = ("Metrics on the packaged simulated sample pair (one image; gain/offset fitted "
                  "to the ISM target first, see `srunet.evaluation.metrics`):\n\n"
-                 "| metric | this model | bicubic 2x |\n|---|---|---|\n" + rows)
+                 + _metrics_table(record["sample_pair"]))
     else:
         table = "No sample metrics were computed for this build."
-    train_metrics = checkpoint.get("metrics") or {}
-    if "val_psnr" in train_metrics and "val_bicubic_psnr" in train_metrics:
-        rows = "\n".join(
-            f"| {key} | {train_metrics[f'val_{key}']:.4g} | {train_metrics[f'val_bicubic_{key}']:.4g} |"
-            for key in ("psnr", "ssim", "nrmse", "accuracy")
-            if f"val_{key}" in train_metrics and f"val_bicubic_{key}" in train_metrics)
+    validation = record["training_validation"]
+    if validation:
+        at = "?" if validation.get("step") is None else validation["step"]
         train_line = ("Mean over the training run's validation images (simulated, held out by "
-                      f"image; checkpoint step {checkpoint.get('step', '?')}):\n\n"
-                      "| metric | this model | bicubic 2x |\n|---|---|---|\n" + rows)
+                      f"image; checkpoint step {at}):\n\n" + _metrics_table(validation))
     else:
         train_line = "The checkpoint records no training validation metrics."
-    return f"""\
-# {name}
-
-2x super-resolution for fluorescence microscopy: a **spinning-disk confocal** image
-({contract.LR_PIXEL_NM:g} nm pixels) in, an **ISM**-like image ({contract.HR_PIXEL_NM:g} nm pixels,
-twice the pixel density per axis) out. A UNet ({kwargs}) with a sub-pixel convolution head and
-a residual over the bilinear 2x upsampling of the input.{_architecture_note(grid)}
-
-## Intended use
-
-Research use: restoring spinning-disk confocal images of fluorescently labelled tissue or cells
-(2-D, one channel, {contract.LR_PIXEL_NM:g} nm pixels) towards what an ISM (Airyscan-like)
-microscope would record, to look at structures near the confocal resolution limit. Not for
-absolute quantification of intensities (see Input and output for the output's units), not for
-counting or measuring
-structures below ~{contract.ISM_RESOLUTION_LIMIT_NM:g} nm, and not as evidence of structure
-that the confocal image does not support: check outputs with the consistency and uncertainty
-maps below, and against real ISM images of your samples.
-
-## Input and output
-
-{io_text} Any size works in bioimage.io tools that tile; blocks need at least
-  {min_size} input pixels per side{"" if grid == 1 else f" (sizes {min_size} + n x {grid})"}.
-- halo: {input_halo} input pixels ({2 * input_halo} output pixels) per side, covering the
-  network's receptive field, so tiled prediction matches whole-image prediction.
-- axis `scale` is written as 4.0 (input) and 2.0 (output) without a unit: this encodes the 2x
-  ratio so that both bioimage.io (v0.5 meaning) and deepImageJ/JDLL (v0.4 meaning) compute the
-  2x output size and the right halo. Physical pixel sizes are {contract.LR_PIXEL_NM:g} nm and
-  {contract.HR_PIXEL_NM:g} nm.
-
-## Training data
-
-{training}
-
-# Validation
-
-{table}
-
-{train_line}
-
-Checked at build time: the torchscript and ONNX weights reproduce the PyTorch state-dict
-weights on odd image sizes, and `bioimageio.core`'s test passes for all three weight formats.
-The project's own harness (`tests/test_package.py`) also checks that tiled prediction equals
-whole-image prediction, that the halo covers the measured receptive field, and that blocks
-leave no seams. None of this says the output is *right* for your microscope: a model that
-claims detail finer than ~{contract.ISM_RESOLUTION_LIMIT_NM:g} nm FWHM is inventing it. Compare
-against real ISM images of your own samples before drawing conclusions.
-
-## Use
-
-- Python: `srunet predict IMAGE.tif --model rdf.yaml --out OUT/` (writes OME-TIFF with half the
-  pixel size) or `bioimageio predict`.
-- deepImageJ / Fiji: if the torchscript weights do not load in your engine (JDLL runs PyTorch
-  <= 2.0; these were saved with a newer PyTorch, traced, not scripted: in a check by the
-  srunet developers such a file loaded and reproduced in PyTorch 2.0.1), select the **ONNX**
-  weights (opset <= 18).
-  Tiling is allowed; tiles of at least {min_size} pixels{"" if grid == 1 else f" (sizes {min_size} + n x {grid})"}.
-- ilastik: cannot run this package (see Consumers).
-
-## Consumers
-
-{CONSUMERS}
-## Limitations
-
-Trained on simulation only; single channel; 2-D; one optical setting family (NA 1.2-1.4,
-488-561 nm excitation). Out-of-focus haze, sample type and noise levels far from the training
-ranges give unreliable output. Use `srunet predict --consistency --uncertainty` to get a
-physics-consistency map and a test-time-augmentation uncertainty map beside each output, and
-`srunet evaluate` (Fourier ring correlation) to see whether outputs claim finer detail than ISM.
-For this release the two-image FRC between outputs rises near the output's Nyquist frequency, so
-the report flags most outputs; the FRC against a real ISM image of the same field is the
-resolution the output actually has.
-
-{_tiling_note(grid, min_size)}
-
-## Version history
-
-{VERSION_HISTORY}
-
-## Citation
-
-If you use this model, cite:
-
-{cite}
-"""
+    return _template().substitute(
+        name=name, lr_pixel_nm=f"{contract.LR_PIXEL_NM:g}", hr_pixel_nm=f"{contract.HR_PIXEL_NM:g}",
+        ism_limit_nm=f"{contract.ISM_RESOLUTION_LIMIT_NM:g}",
+        kwargs=", ".join(f"{k}={v!r}" for k, v in checkpoint["model_kwargs"].items()),
+        architecture_note=_architecture_note(grid),
+        input_output=_input_output_text(checkpoint["normalization"]),
+        size_grid="" if step == 1 else f" (sizes {min_size} + n x {step})", min_size=min_size,
+        sizes=_sizes_text(min_size, step, tiling["input_halo"]),
+        input_halo=tiling["input_halo"], output_halo=tiling["output_halo"],
+        training_data=training, sample_metrics=table, training_metrics=train_line,
+        consumers=CONSUMERS, tiling_note=_tiling_note(grid, min_size, step),
+        version_history=VERSION_HISTORY, citations=cite)
 
 
 def write_cover(path: Path, *, lr: np.ndarray, sr: np.ndarray) -> Path:

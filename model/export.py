@@ -12,6 +12,7 @@ written, so a format that silently computes something else never ships.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,24 @@ _CHECK_SIZES = ((97, 131), (33, 17))  # odd, off-grid sizes: padding inside forw
 _CHECK_TOLERANCE = 1e-4  # relative to the eager output's largest magnitude
 
 
+@contextmanager
+def _fresh_jit_names():
+    """Trace in a fresh TorchScript namespace, so the same weights give the same file.
+
+    TorchScript registers the class of every traced module in one process-wide compilation
+    unit and renames a class it has seen before ("SRUNet" -> "___torch_mangle_55.SRUNet"): a
+    second export in the same process (tests, a re-export) would write other class names
+    than the first. torch looks that unit up as ``torch.jit._state._python_cu`` each time it
+    builds a type, so tracing with a fresh one there names the classes as a fresh process does.
+    """
+    saved = torch.jit._state._python_cu
+    torch.jit._state._python_cu = torch._C.CompilationUnit()
+    try:
+        yield
+    finally:
+        torch.jit._state._python_cu = saved
+
+
 def export_weights(model: SRUNet, state: dict, folder: Path, example_size: int) -> None:
     """Write the three weight files into ``folder`` and verify them (:func:`verify_exports`).
 
@@ -36,7 +55,8 @@ def export_weights(model: SRUNet, state: dict, folder: Path, example_size: int) 
     torch.save(state, folder / WEIGHT_FILES["pytorch_state_dict"])
     example = torch.rand(1, model.in_channels, example_size, example_size)
     with torch.no_grad():
-        traced = torch.jit.trace(model, example, check_trace=False)
+        with _fresh_jit_names():
+            traced = torch.jit.trace(model, example, check_trace=False)
         traced.save(str(folder / WEIGHT_FILES["torchscript"]))
         axes = {0: "batch", 2: "y", 3: "x"}
         torch.onnx.export(model, (example,), str(folder / WEIGHT_FILES["onnx"]), dynamo=False,

@@ -1,39 +1,22 @@
 """Rebuild a checkpoint dict from a written package, to re-export it with new metadata.
 
 The release checkpoint is not in the repository, but its state dict (``weights.pt``), the
-network's kwargs and the normalisation are in the package. ``srunet package --release
---checkpoint rdf.yaml`` uses this to re-export the committed release (new card, cover,
-metadata) from the same weights; the weight files come out identical (tests/test_package.py).
+network's kwargs and the normalisation are in the package's ``rdf.yaml``, and the training
+metrics its card shows are in ``metrics.json`` beside the card. ``srunet package --release
+--checkpoint rdf.yaml`` uses this to re-export the committed release from the same weights;
+unchanged code and metadata rebuild it byte for byte (tests/test_package.py).
 """
 
 from __future__ import annotations
 
-import re
+import warnings
 from pathlib import Path
 
 import torch
 import yaml
 
+from srunet.model.card import METRICS_FILE, read_record, training_metrics
 from srunet.normalization import EPS, MEAN_STD, PERCENTILES
-
-_METRIC_ROW = re.compile(r"^\| (psnr|ssim|nrmse|accuracy) \| ([-\d.e+]+) \| ([-\d.e+]+) \|$")
-
-
-def _training_metrics(card: str) -> tuple[dict, int | None]:
-    """The card's "Mean over the training run's validation images" table and step, if any."""
-    head = re.search(r"Mean over the training run's validation images.*?checkpoint step (\d+)\)",
-                     card, flags=re.S)
-    if not head:
-        return {}, None
-    metrics = {}
-    for line in card[head.end():].splitlines()[1:]:
-        match = _METRIC_ROW.match(line.strip())
-        if match:
-            key, model, bicubic = match.groups()
-            metrics[f"val_{key}"], metrics[f"val_bicubic_{key}"] = float(model), float(bicubic)
-        elif metrics:
-            break
-    return metrics, int(head.group(1))
 
 
 def _normalization(data: dict, rdf: Path) -> dict:
@@ -49,6 +32,19 @@ def _normalization(data: dict, rdf: Path) -> dict:
                      "its normalisation is unknown")
 
 
+def _source(entry) -> str:
+    return entry["source"] if isinstance(entry, dict) else entry
+
+
+def _record_path(data: dict, rdf: Path) -> Path | None:
+    """The package's ``metrics.json`` (an attachment), or None for a package without one."""
+    for attachment in data.get("attachments") or []:
+        source = _source(attachment)
+        if Path(source).name == METRICS_FILE:
+            return rdf.parent / source
+    return None
+
+
 def checkpoint_from_package(rdf: str | Path, *, config: dict | None = None) -> dict:
     """A checkpoint dict (as ``load_checkpoint`` returns) from a package's ``rdf.yaml``.
 
@@ -56,14 +52,16 @@ def checkpoint_from_package(rdf: str | Path, *, config: dict | None = None) -> d
     ----------
     rdf : path
         The package description; its ``pytorch_state_dict`` weights and architecture kwargs,
-        its normalisation (preprocessing step) and its card's training-validation table are read.
+        its normalisation (preprocessing step) and its ``metrics.json`` attachment (training
+        validation metrics and step) are read.
     config : dict, optional
         The training config to record (the package does not carry it).
 
     Raises
     ------
     ValueError
-        If the description has no state-dict weights or no known preprocessing.
+        If the description has no state-dict weights or no known preprocessing, or its
+        ``metrics.json`` is not a card record.
     """
     rdf = Path(rdf)
     data = yaml.safe_load(rdf.read_text(encoding="utf-8"))
@@ -72,10 +70,14 @@ def checkpoint_from_package(rdf: str | Path, *, config: dict | None = None) -> d
         raise ValueError(f"{rdf} has no pytorch_state_dict weights to rebuild a checkpoint from")
     normalization = _normalization(data, rdf)
     state = torch.load(rdf.parent / weights["source"], map_location="cpu", weights_only=True)
-    documentation = data.get("documentation")
-    source = documentation["source"] if isinstance(documentation, dict) else documentation
-    card = (rdf.parent / source).read_text(encoding="utf-8") if source else ""
-    metrics, step = _training_metrics(card)
+    record = _record_path(data, rdf)
+    if record is None:
+        warnings.warn(f"{rdf} has no {METRICS_FILE} attachment (a package written before "
+                      "srunet 0.2's card records): the re-exported card will say that the "
+                      "checkpoint records no training validation metrics", stacklevel=2)
+        metrics, step = {}, None
+    else:
+        metrics, step = training_metrics(read_record(record))
     checkpoint = {"model_kwargs": dict(weights["architecture"]["kwargs"]), "model_state": state,
                   "normalization": normalization,
                   "config": config or {}, "metrics": metrics}

@@ -6,9 +6,11 @@ as hand-formatted YAML. Facts this module relies on are in docs/packaging.md:
 - 2x output = a size reference to the input axis of the same id with input scale 4.0 and output
   scale 2.0 (no unit): bioimage.io (v0.5 meaning) and deepImageJ/JDLL (v0.4 meaning) both read
   that as 2x, with the same input halo.
-- Block sizes ``min + n * step`` and the halo are multiples of the network's ``grid`` (1 for the
-  phase-free v2 network, 2**depth for v1's pooling UNet), so every block sees the same phase as
-  the whole image (``geometry``); the halo is the measured receptive radius of the weights.
+- The halo is the measured receptive radius of the weights. Block sizes ``min + n * step`` are
+  pleasant to tile (:func:`tiling_geometry`): the smallest keeps ``MIN_KEPT`` px beyond the halo
+  per side, and the step (``SIZE_STEP``) makes n = 1, 2 clearly larger blocks. Halo, min and step
+  are multiples of the network's ``grid`` (1 for the phase-free v2 network, 2**depth for v1's
+  pooling UNet), so every block sees the same phase as the whole image (``geometry``).
 
 Layouts written:
 
@@ -26,6 +28,7 @@ data) comes from a YAML file (``publication``), by default the project's own.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 import tempfile
@@ -36,15 +39,18 @@ import torch
 
 from srunet.evaluation.metrics import all_metrics, upsample_bicubic
 from srunet.files import file_sha256 as _sha256, swap_into_place
-from srunet.geometry import Blocks, block_geometry, largest_block, lr_to_hr, smallest_block
+from srunet.geometry import (Blocks, block_geometry, largest_block, lr_to_hr, round_up,
+                             smallest_block)
 from srunet.model import card
 from srunet.model.checkpoint import build_model, load_checkpoint
-from srunet.model.export import INPUT_ID, ONNX_OPSET, OUTPUT_ID, WEIGHT_FILES, export_weights
-from srunet.model.predict import predict_image
+from srunet.model.export import (INPUT_ID, ONNX_OPSET, OUTPUT_ID, WEIGHT_FILES, export_weights,
+                                 verify_exports)
+from srunet.model.predict import load_model, predict_image
 from srunet.normalization import EPS, MEAN_STD, method_of
 from srunet.model.publication import Publication, load_publication
 from srunet.model.unet import SRUNet
-from srunet.model.zoo_format import make_runner_compatible, zip_folder
+from srunet.model.zoo_format import (make_runner_compatible, reproducible_torchscript, reroot_rdf,
+                                     zip_folder)
 from srunet.simulation.simulator import simulate_pair
 from srunet.tiff import write_tensor_tiff
 
@@ -56,6 +62,14 @@ TAGS = ["super-resolution", "image-restoration", "fluorescence-light-microscopy"
         "2d", "unet", "pytorch", "torchscript", "onnx"]
 TOLERANCE = {"relative_tolerance": 1e-3, "absolute_tolerance": 1e-3,
              "mismatched_elements_per_million": 100}
+# Block sizes (input px, halo included). A consumer that asks for the smallest block
+# (bioimageio.core blocksize_parameter=0) should still keep a useful interior: with
+# min = 2 * halo + 1 (the release had min 95 for halo 47) each block kept ~1 px, 147,456 blocks
+# for a 384x384 image. min is also a multiple of the step, so every multiple of 32 px from min
+# on is a block size: core accepts a numpy/TIFF image only at a declared size, and deepImageJ's
+# default tile is a multiple of the step (bench/tiling_sizes.py, docs/packaging.md).
+MIN_KEPT = 64   # input px a smallest block keeps per axis, beyond the halo on both sides
+SIZE_STEP = 32  # n = 1, 2 add 32, 64 px: 1.5x and 2x the kept side of the v2 release's min
 RELEASE_DIR = Path("model") / "release"
 SAMPLE_SEED = 20240611  # simulator seed of the package's default sample pair
 # The project's own publication metadata: training/publication.yaml in a checkout, and the same
@@ -101,9 +115,15 @@ def measured_radius(model: SRUNet) -> int:
 
 
 def tiling_geometry(model: SRUNet) -> Blocks:
-    """Block sizes and halo (input pixels) of a network: the halo is its measured receptive
-    radius (:func:`measured_radius`) rounded up to its grid, the exact need of its weights."""
-    return block_geometry(measured_radius(model), model.grid)
+    """Block sizes and halo (input pixels) of a network, as the package declares them.
+
+    The halo is its measured receptive radius (:func:`measured_radius`) rounded up to its grid,
+    the exact need of its weights. The step is ``SIZE_STEP`` (or the grid, if coarser) and
+    min is the smallest multiple of it that keeps ``MIN_KEPT`` px beyond the halo.
+    """
+    halo = block_geometry(measured_radius(model), model.grid).halo
+    step = math.lcm(SIZE_STEP, int(model.grid))
+    return Blocks(min=round_up(2 * halo + MIN_KEPT, step), step=step, halo=halo)
 
 
 def sample_lr_size(blocks: Blocks) -> int:
@@ -149,8 +169,9 @@ def describe(src, checkpoint: dict, blocks: Blocks, *, arch_sha256: str,
     """The ``v0_5.ModelDescr`` of a package whose files are found by ``src(filename)``.
 
     ``src`` maps a file name to an absolute path (staging) or to a path relative to the
-    validation context root (release layout); ``publication`` gives authors, maintainers,
-    git_repo, cite, extra tags and license.
+    validation context root; ``publication`` gives authors, maintainers, git_repo, cite, extra
+    tags and license. ``with_test_output=False`` describes a draft (no test/sample outputs, no
+    ``metrics.json`` yet) that can already run.
     """
     from bioimageio.spec.model import v0_5 as s
 
@@ -199,6 +220,8 @@ def describe(src, checkpoint: dict, blocks: Blocks, *, arch_sha256: str,
         license=publication.license, tags=list(dict.fromkeys(TAGS + publication.tags)),
         documentation=s.FileDescr(source=src("README.md")),
         covers=[s.FileDescr(source=src("cover.png"))], inputs=inputs, outputs=outputs, weights=weights,
+        # the card's numbers, machine-readable (card.METRICS_FILE; from_package reads them)
+        attachments=[s.FileDescr(source=src(card.METRICS_FILE))] if with_test_output else [],
         config=s.Config(bioimageio=s.BioimageioConfig(
             reproducibility_tolerance=[s.ReproducibilityTolerance(**TOLERANCE)]),
             deepimagej={"allow_tiling": True}))
@@ -224,6 +247,8 @@ def _write_files(checkpoint: dict, folder: Path, sample: dict | None, publicatio
     blocks = tiling_geometry(model)
     shutil.copyfile(Path(__file__).with_name("unet.py"), folder / "unet.py")
     export_weights(model, checkpoint["model_state"], folder, blocks.min)
+    reproducible_torchscript(folder / WEIGHT_FILES["torchscript"])
+    verify_exports(model, folder)  # the rewritten archive still reproduces the network
 
     if sample is None:  # the project's own sample: one simulated pair, the same every time
         sample = simulate_pair(seed=SAMPLE_SEED, hr_size=2 * sample_lr_size(blocks))
@@ -242,11 +267,14 @@ def _write_files(checkpoint: dict, folder: Path, sample: dict | None, publicatio
     sr = predict_image(draft, lr, weights_format="pytorch_state_dict")
     write_tensor_tiff(folder / "sample_output.tif", sr[None, None])
     bicubic = upsample_bicubic(lr)
-    metrics = {"model": all_metrics(hr, sr), "bicubic": all_metrics(hr, bicubic)}
+    record = card.card_record(
+        checkpoint=checkpoint, input_halo=blocks.halo, min_size=blocks.min, step=blocks.step,
+        grid=model.grid, sample_metrics={"model": all_metrics(hr, sr), "bicubic": all_metrics(hr, bicubic)})
+    card.write_record(folder / card.METRICS_FILE, record)
     card.write_cover(folder / "cover.png", lr=lr, sr=sr)
     (folder / "README.md").write_text(card.readme_text(
-        name=NAME, checkpoint=checkpoint, input_halo=blocks.halo, grid=blocks.step,
-        min_size=blocks.min, metrics=metrics, publication=publication), encoding="utf-8")
+        name=NAME, checkpoint=checkpoint, record=record, publication=publication),
+        encoding="utf-8")
     return describe(src, checkpoint, blocks, arch_sha256=arch, publication=publication)
 
 
@@ -332,17 +360,15 @@ def export_release(checkpoint, repo_root, *, sample: dict | None = None, overwri
     """Write the committed release: ``repo_root/rdf.yaml`` + files in ``model/release/``.
 
     The files are first built (and tested) as an ordinary folder package, then moved to
-    ``model/release/`` with their own ``rdf.yaml`` (plain file names: what the wheel ships);
-    the root ``rdf.yaml`` is the same description re-rooted at ``repo_root`` (file references
-    ``model/release/<name>``), validated and tested again.
+    ``model/release/`` with their own ``rdf.yaml`` (plain file names: what the wheel ships).
+    The root ``rdf.yaml`` is generated from that one by :func:`root_rdf` (file references
+    re-rooted under ``model/release/``, nothing else changed), then validated and tested again.
 
     Returns
     -------
     Path
         ``repo_root/rdf.yaml``.
     """
-    from bioimageio.spec import ValidationContext, save_bioimageio_yaml_only
-
     root = Path(repo_root).resolve()
     rdf, release = root / "rdf.yaml", root / RELEASE_DIR
     for path in (rdf, release):
@@ -356,17 +382,29 @@ def export_release(checkpoint, repo_root, *, sample: dict | None = None, overwri
                       publication=publication)
         release.parent.mkdir(parents=True, exist_ok=True)
         swap_into_place(staging / "package", release)
-        blocks = tiling_geometry(SRUNet(**checkpoint["model_kwargs"]))
-        with ValidationContext(root=root, perform_io_checks=True):
-            descr = describe(lambda name: (RELEASE_DIR / name).as_posix(), checkpoint, blocks,
-                             arch_sha256=_sha256(release / "unet.py"), publication=publication)
-        tmp_rdf = staging / "rdf.yaml"
-        save_bioimageio_yaml_only(descr, file=tmp_rdf)
-        make_runner_compatible(tmp_rdf)
-        os.replace(tmp_rdf, rdf)
+        root_rdf(root)
         if run_test:
             run_bioimageio_test(rdf)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return rdf
 
+
+def root_rdf(repo_root) -> Path:
+    """Write ``repo_root/rdf.yaml`` from ``model/release/rdf.yaml`` (its one source): the same
+    description with each file reference re-rooted under ``model/release/``; validated.
+
+    Raises
+    ------
+    ValueError
+        If the written description does not validate with its files (hashes included).
+    """
+    root = Path(repo_root).resolve()
+    tmp = reroot_rdf(root / RELEASE_DIR / "rdf.yaml", root / ".new.rdf.yaml",
+                     RELEASE_DIR.as_posix())
+    try:
+        load_model(tmp)  # checks every file and sha256 from the root
+        os.replace(tmp, root / "rdf.yaml")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return root / "rdf.yaml"

@@ -60,7 +60,9 @@ def test_model_card_text_links_resolve(tiny_checkpoint):
     from srunet.model import card
     from srunet.model.checkpoint import load_checkpoint
 
-    text = card.readme_text(name="srunet test", checkpoint=load_checkpoint(tiny_checkpoint),
-                            input_halo=24, grid=8, min_size=64, metrics=None)
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    record = card.card_record(checkpoint=checkpoint, input_halo=24, min_size=64, step=8,
+                              grid=8, sample_metrics=None)
+    text = card.readme_text(name="srunet test", checkpoint=checkpoint, record=record)
     # the card is the package's README.md: its links resolve from the package folder
     assert broken(text, ROOT / "model" / "release") == []

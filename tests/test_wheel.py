@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "srunet", "model", "training", "evaluation")
 RELEASE = "srunet/model/release/"
 REQUIRED = ("rdf.yaml", "weights.pt", "weights_torchscript.pt", "weights.onnx", "unet.py",
-            "test_input.npy", "test_output.npy", "README.md", "cover.png")
+            "test_input.npy", "test_output.npy", "README.md", "cover.png", "metrics.json")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def test_wheel_holds_the_default_model(wheel):
         for name in REQUIRED:
             assert RELEASE + name in names, f"{name} missing from {wheel.name}"
         assert "srunet/training/publication.yaml" in names
+        assert "srunet/model/card_template.md" in names  # `srunet package` renders the card
         rdf = yaml.safe_load(archive.read(RELEASE + "rdf.yaml"))
         sources = [rdf["weights"][f]["source"] for f in rdf["weights"]]
         sources += [rdf["weights"]["pytorch_state_dict"]["architecture"]["source"]]
