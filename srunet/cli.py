@@ -60,7 +60,7 @@ def _train(args: argparse.Namespace) -> int:
     check_server(config.tracking.tracking_uri or "")  # a lost server fails here, in seconds
     from srunet.training.train import train  # torch, mlflow: seconds to import
 
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, stop_at=args.stop_at)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 tracks and saves
         print(f"MLflow store: {result.tracking_uri} (run {result.run_id})")
         print(f"best checkpoint: {result.best_checkpoint}")
@@ -228,8 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: sqlite:///<out>/mlflow.db)")
     p.add_argument("--resume", type=Path, default=None, help="checkpoint to continue exactly")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after this step with a checkpoint, schedule unchanged; --resume "
+                        "continues it exactly (e.g. a long run split over sessions)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides, e.g. train.epochs=5 model.depth=2")
+                   help="config overrides, e.g. train.max_minutes=30 model.depth=4 (the "
+                        "defaults are the release recipe, training/config.py)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("package", help="write and validate a bioimage.io model package")

@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny random-weights srunet package per session (folder and zip).
+"""Shared fixtures: one tiny random-weights srunet package per session (folder and zip), and
+the simulated pairs and tiny-network settings the training tests share.
 
 Building a package costs ~10 s, so the packages are session-scoped and built without the
 internal bioimageio test (the tests run it explicitly).
@@ -9,6 +10,30 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+
+# A tiny network and schedule for training tests (seconds on one core): 4 steps of 4 tiles,
+# a validation every 2 steps. Tests add what they need (later overrides win).
+TINY_TRAINING = ["model.depth=1", "model.base_channels=4", "data.tile_size=16",
+                 "train.batch_size=4", "train.max_steps=4", "train.val_every=2",
+                 "train.warmup_steps=2", "data.val_fraction=0.25", "train.threads=1",
+                 "train.device=cpu"]
+
+
+@pytest.fixture
+def tiny_training() -> list[str]:
+    """``KEY=VALUE`` overrides of a tiny training run (a fresh list per test)."""
+    return list(TINY_TRAINING)
+
+
+@pytest.fixture(scope="session")
+def sim_data(tmp_path_factory):
+    """Four simulated pairs (3 train, 1 validation with ``data.val_fraction=0.25``)."""
+    from srunet.simulation.simulator import simulate_dataset
+
+    root = tmp_path_factory.mktemp("sim") / "pairs"
+    simulate_dataset(root, pairs=4, seed=1234, workers=1)
+    return root
 
 
 def structured_pair(seed: int, lr_size: int = 128) -> dict:

@@ -6,15 +6,44 @@ from srunet.training.config import Config, flatten, load_config
 
 
 def test_defaults_and_overrides(tmp_path):
-    config = load_config(None, ["train.epochs=3", "model.depth=2"], data_dir=tmp_path)
-    assert config.train.epochs == 3 and config.model.depth == 2
+    config = load_config(None, ["train.max_steps=3", "model.depth=2"], data_dir=tmp_path)
+    assert config.train.max_steps == 3 and config.model.depth == 2
     assert config.data.folders() == (tmp_path / "lr", tmp_path / "hr")
-    assert flatten(config)["train.epochs"] == "3"
+    assert flatten(config)["train.max_steps"] == "3"
+
+
+def test_model_defaults_are_the_networks():
+    """ModelConfig's defaults are read from model/unet.py (no copy to drift from it)."""
+    import inspect
+
+    from srunet.model.unet import SRUNet
+    from srunet.training.config import ModelConfig
+
+    signature = inspect.signature(SRUNet).parameters
+    assert ModelConfig().model_dump() == {name: p.default for name, p in signature.items()}
+
+
+def test_epoch_settings_are_refused_with_the_new_keys(tmp_path):
+    """The epoch-based schedule's settings name the file (or override), key, value and what
+    replaces them."""
+    path = tmp_path / "old.yaml"
+    path.write_text("data:\n  tiles_per_epoch: 4096\ntrain:\n  batch_size: 8\n")
+    with pytest.raises(ValueError, match=r"old\.yaml.*data\.tiles_per_epoch=4096.*train\.val_every"):
+        load_config(path)
+    path.write_text("train:\n  schedule_steps: 6810\n")
+    with pytest.raises(ValueError, match=r"old\.yaml.*train\.schedule_steps=6810.*train\.max_steps"):
+        load_config(path)
+    with pytest.raises(ValueError, match=r"override 'train\.epochs=3'.*train\.epochs=3.*"
+                                         r"train\.max_steps.*train\.max_minutes"):
+        load_config(None, ["train.epochs=3"])
+    with pytest.raises(ValueError, match="max_steps and train.max_minutes are both null"):
+        load_config(None, ["train.max_steps=null"])
+    assert load_config(None, ["train.max_steps=null", "train.max_minutes=1"]).train.max_steps is None
 
 
 def test_yaml_file_and_errors_name_file_key_and_value(tmp_path):
     path = tmp_path / "cfg.yaml"
-    path.write_text("train:\n  epochs: 2\n  learnin_rate: 0.1\n")
+    path.write_text("train:\n  max_steps: 2\n  learnin_rate: 0.1\n")
     with pytest.raises(ValueError, match=r"cfg\.yaml[\s\S]*train\.learnin_rate"):
         load_config(path)
     path.write_text("data:\n  tile_size: 50\n")
@@ -24,7 +53,7 @@ def test_yaml_file_and_errors_name_file_key_and_value(tmp_path):
     with pytest.raises(ValueError, match=r"model\.channel_growth[\s\S]*given: -2"):
         load_config(path)
     with pytest.raises(ValueError, match="KEY=VALUE"):
-        load_config(None, ["train.epochs"])
+        load_config(None, ["train.max_steps"])
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.yaml")
 
@@ -32,6 +61,28 @@ def test_yaml_file_and_errors_name_file_key_and_value(tmp_path):
 def test_missing_data_is_explained():
     with pytest.raises(ValueError, match="--data"):
         Config().data.folders()
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("recipe", ["kidney.yaml", "finetune.yaml"])
+def test_recipes_hold_only_what_differs_from_the_defaults(recipe):
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "training" / recipe
+    defaults, loaded = flatten(Config()), flatten(load_config(path))
+    for key, value in _leaves(yaml.safe_load(path.read_text())).items():
+        assert loaded[key] != defaults[key], f"{recipe} sets {key}={value!r}, the default: remove it"
 
 
 def test_release_config_is_valid_and_describes_the_released_network():
@@ -42,7 +93,7 @@ def test_release_config_is_valid_and_describes_the_released_network():
     root = Path(__file__).resolve().parents[1]
     config = load_config(root / "training" / "kidney.yaml")
     assert config.train.max_minutes is None  # a fixed schedule: the same steps on any machine
-    assert config.train.schedule_steps == config.train.max_steps
+    assert config.train.max_steps == 6810  # the schedule the release was trained with
     released = yaml.safe_load((root / "rdf.yaml").read_text())
     kwargs = released["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
     assert kwargs == config.model.model_dump()

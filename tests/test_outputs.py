@@ -19,6 +19,9 @@ from srunet.cli import main
 from srunet.files import check_output_dir, check_output_file, not_writable_error
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
+# < 1 s unloaded. The bound catches work done before the check (a simulation, a training data
+# load, MLflow retrying a read-only store for ~2 minutes), with room for a busy machine.
+FAIL_FAST_S = 30
 
 
 def _commands(out: Path, tmp_path: Path) -> dict[str, list[str]]:
@@ -40,7 +43,7 @@ def _fails_fast(argv, capsys, *expected) -> str:
     assert len(err.splitlines()) == 1, err  # one line, no traceback, no retry warnings
     for text in expected:
         assert text in err, err
-    assert elapsed < 5, f"{argv[0]} took {elapsed:.1f} s to fail"  # < 1 s unloaded; CI slack
+    assert elapsed < FAIL_FAST_S, f"{argv[0]} took {elapsed:.1f} s to fail"
     return err
 
 

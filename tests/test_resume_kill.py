@@ -12,23 +12,17 @@ import torch
 
 from srunet.model.checkpoint import load_checkpoint
 
-TINY = ["model.depth=1", "model.base_channels=4", "data.tile_size=16", "data.tiles_per_epoch=64",
-        "train.batch_size=8", "train.epochs=6", "train.warmup_steps=2", "data.val_fraction=0.25",
-        "train.threads=1", "train.preview_every=100"]
+# The kill comes when the first checkpoint (step 8) appears; the run then has 192 steps and 24
+# checkpoints to go, seconds even unloaded, so the test process would have to be starved for
+# all of that to miss it (it then fails saying so, it does not pass by luck).
+LENGTH = ["train.batch_size=8", "train.max_steps=200", "train.val_every=8",
+          "train.preview_every=100"]
+STEPS = 200
 
 
-@pytest.fixture(scope="module")
-def sim_data(tmp_path_factory):
-    from srunet.simulation.simulator import simulate_dataset
-
-    root = tmp_path_factory.mktemp("sim") / "pairs"
-    simulate_dataset(root, pairs=4, seed=77, workers=1)
-    return root
-
-
-def train_cmd(data, out, *extra):
+def train_cmd(data, out, tiny, *extra):
     return [sys.executable, "-m", "srunet", "train", "--data", str(data), "--out", str(out),
-            *TINY, *extra]
+            *tiny, *LENGTH, *extra]
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -38,22 +32,22 @@ def assert_same_state(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted(sim_data, tmp_path):
+def test_sigkill_then_resume_equals_uninterrupted(sim_data, tiny_training, tmp_path):
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     whole = tmp_path / "whole"
-    subprocess.run(train_cmd(sim_data, whole), check=True, timeout=600, env=env,
+    subprocess.run(train_cmd(sim_data, whole, tiny_training), check=True, timeout=600, env=env,
                    capture_output=True)
 
     cut = tmp_path / "cut"
     last = cut / "checkpoints" / "last.pt"
-    proc = subprocess.Popen(train_cmd(sim_data, cut), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(train_cmd(sim_data, cut, tiny_training), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 300  # start-up only: not a timing assumption
         while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.005)
         assert last.exists(), "no checkpoint appeared"
-        assert proc.poll() is None, "the run ended before it could be killed; raise train.epochs"
+        assert proc.poll() is None, "the run ended before it could be killed; raise LENGTH"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
@@ -61,13 +55,13 @@ def test_sigkill_then_resume_equals_uninterrupted(sim_data, tmp_path):
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     killed_at = load_checkpoint(last)["step"]
-    assert 0 < killed_at < 6 * 8  # the run was cut before its end
+    assert 0 < killed_at < STEPS  # the run was cut before its end
 
-    subprocess.run(train_cmd(sim_data, cut, "--resume", str(last)), check=True, timeout=600,
-                   env=env, capture_output=True)
+    subprocess.run(train_cmd(sim_data, cut, tiny_training, "--resume", str(last)), check=True,
+                   timeout=600, env=env, capture_output=True)
     a = load_checkpoint(whole / "checkpoints" / "last.pt")
     b = load_checkpoint(last)
-    assert a["step"] == b["step"] == 6 * 8
+    assert a["step"] == b["step"] == STEPS
     assert_same_state(a["model_state"], b["model_state"])
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert_same_state({k: torch.as_tensor(v) for k, v in sa.items()},

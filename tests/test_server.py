@@ -63,26 +63,19 @@ def server(tmp_path):
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def sim_data(tmp_path_factory):
-    from srunet.simulation.simulator import simulate_dataset
-
-    root = tmp_path_factory.mktemp("sim") / "pairs"
-    simulate_dataset(root, pairs=4, seed=5, workers=1)
-    return root
-
-
-TINY = ["model.depth=1", "model.base_channels=4", "data.tile_size=16", "data.tiles_per_epoch=16",
-        "train.batch_size=8", "train.epochs=2", "data.val_fraction=0.25", "train.threads=1"]
+# Bounds on wall time below are far from what they guard against (MLflow's own retries take
+# about 2 minutes) and far above the unloaded times (1-3 s), so a busy machine does not fail them.
+FAILS_WITHIN_S = 30
+BUFFERS_WITHIN_S = 60
 
 
 @pytest.mark.slow
-def test_training_against_a_real_server(server, sim_data, tmp_path):
+def test_training_against_a_real_server(server, sim_data, tiny_training, tmp_path):
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "srunet", "train", "--data", str(sim_data),
-                           "--out", str(out), "--tracking-uri", server.uri, *TINY],
+                           "--out", str(out), "--tracking-uri", server.uri, *tiny_training],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (out / "mlflow.db").exists()  # nothing went to the local store
@@ -98,14 +91,14 @@ def test_training_against_a_real_server(server, sim_data, tmp_path):
     assert list((server.root / "artifacts").rglob("best.pt"))
 
 
-def test_unreachable_server_fails_in_seconds(sim_data, tmp_path):
+def test_unreachable_server_fails_in_seconds(sim_data, tiny_training, tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "srunet", "train", "--data", str(sim_data),
-                           "--out", str(tmp_path / "run"), "--tracking-uri", uri, *TINY],
+                           "--out", str(tmp_path / "run"), "--tracking-uri", uri, *tiny_training],
                           capture_output=True, text=True, timeout=120)
     elapsed = time.monotonic() - started
-    assert done.returncode == 2 and elapsed < 15, (elapsed, done.stderr)
+    assert done.returncode == 2 and elapsed < FAILS_WITHIN_S, (elapsed, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "unreachable" in lines[0] and uri in lines[0]
     assert "Traceback" not in done.stderr
@@ -131,7 +124,7 @@ def test_server_lost_mid_run_is_buffered_and_sent_later(server, tmp_path, capsys
     tracker.log_artifact(note, "notes")
     note.unlink()  # the caller's temporary file is gone; the tracker kept a copy
     tracker.client.set_tag(tracker.run_id, "late", "yes")
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < BUFFERS_WITHIN_S
     assert len(tracker.client.pending) == 3
     assert "lost" in capsys.readouterr().err
 
@@ -155,7 +148,7 @@ def test_server_that_never_returns_leaves_a_local_list(server, tmp_path, capsys,
     tracker.log_metrics({"loss": 0.5}, step=2)
     started = time.monotonic()
     tracker.end()
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < BUFFERS_WITHIN_S
     pending = tmp_path / "run" / "mlflow_pending" / "pending.json"
     assert pending.exists() and "log_batch" in pending.read_text()
     assert "did not come back" in capsys.readouterr().err

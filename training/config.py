@@ -2,15 +2,24 @@
 
 YAML layout mirrors the classes: ``seed``, ``out_dir``, ``data: {...}``, ``model: {...}``,
 ``train: {...}``, ``tracking: {...}``. ``model`` fields are the SRUNet keyword arguments one to one.
+
+The defaults are the release recipe (``training/kidney.yaml`` holds only what differs). The run is
+counted in optimizer steps: it ends at ``train.max_steps`` or when ``train.max_minutes`` is spent,
+whichever comes first, validates every ``train.val_every`` steps and at its end, and stops early
+after ``train.patience`` validations without a better validation PSNR.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 
 class _Strict(BaseModel):
@@ -23,10 +32,11 @@ class DataConfig(_Strict):
     root: Optional[Path] = Field(None, description="folder with lr/, hr/ (and manifest.json)")
     lr_dir: Optional[Path] = Field(None, description="LR folder (default: root/lr)")
     hr_dir: Optional[Path] = Field(None, description="HR folder (default: root/hr)")
-    tile_size: int = Field(64, description="LR tile edge in pixels (HR tiles are twice that)")
-    tiles_per_epoch: int = Field(4096, ge=1)
-    val_fraction: float = Field(0.1, description="fraction of images held out for validation")
-    max_val_images: int = Field(8, ge=1, description="validation images evaluated per epoch")
+    tile_size: int = Field(96, description="LR tile edge in pixels (HR tiles are twice that); "
+                           "the release network's receptive radius is 47 px")
+    val_fraction: float = Field(0.02, description="fraction of images held out for validation "
+                                "(at least one image)")
+    max_val_images: int = Field(8, ge=1, description="held-out images scored at each validation")
     normalization: Literal["mean_std", "percentiles"] = Field(
         "mean_std", description="mean_std: zero mean, unit variance per image, computed the same "
         "in every zoo consumer, HR fitted into the LR's units; percentiles: v1's scale_range")
@@ -70,42 +80,70 @@ class DataConfig(_Strict):
         return Path(lr_dir), Path(hr_dir)
 
 
-class ModelConfig(_Strict):
-    """SRUNet keyword arguments, one to one."""
+@lru_cache(maxsize=1)
+def unet_defaults() -> dict:
+    """SRUNet's keyword defaults, read from ``model/unet.py`` (the one place they live).
 
-    in_channels: int = Field(1, ge=1)
-    out_channels: int = Field(1, ge=1)
-    depth: int = Field(3, ge=0, le=5)
-    base_channels: int = Field(24, ge=1)
-    channel_growth: int = Field(0, ge=0)
-    residual: bool = True
+    Parsed, not imported: importing the network imports torch (seconds), and the command line
+    validates its config before that, so a bad setting fails at once.
+    """
+    origin = importlib.util.find_spec("srunet.model.unet").origin
+    tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "SRUNet":
+            init = next(f for f in node.body if isinstance(f, ast.FunctionDef)
+                        and f.name == "__init__")
+            names = [a.arg for a in init.args.args[1:]]  # without self
+            values = [ast.literal_eval(d) for d in init.args.defaults]
+            return dict(zip(names[len(names) - len(values):], values))
+    raise RuntimeError(f"{origin} defines no class SRUNet")  # a broken install
+
+
+class ModelConfig(_Strict):
+    """SRUNet keyword arguments, one to one; the defaults are SRUNet's (the release network)."""
+
+    in_channels: int = Field(unet_defaults()["in_channels"], ge=1)
+    out_channels: int = Field(unet_defaults()["out_channels"], ge=1)
+    depth: int = Field(unet_defaults()["depth"], ge=0, le=5)
+    base_channels: int = Field(unet_defaults()["base_channels"], ge=1)
+    channel_growth: int = Field(unet_defaults()["channel_growth"], ge=0)
+    residual: bool = unet_defaults()["residual"]
 
 
 class TrainConfig(_Strict):
-    """Optimisation."""
+    """Optimisation, and when to validate and stop, all counted in optimizer steps."""
 
-    epochs: int = Field(30, ge=1)
-    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many steps in total")
-    schedule_steps: Optional[int] = Field(
-        None, ge=1, description="steps the warmup + cosine schedule spans (default: all epochs)")
-    batch_size: int = Field(16, ge=1)
+    max_steps: Optional[int] = Field(
+        6810, ge=1, description="optimizer steps of the run; the warmup + cosine schedule spans "
+        "them (the release: 6810). null: only max_minutes ends the run")
+    max_minutes: Optional[float] = Field(
+        None, gt=0, description="wall-clock budget: once a tenth of it is spent, the schedule "
+        "(cosine decay included) is fitted to end when the budget is; the last validation and "
+        "the final report come on top")
+    val_every: int = Field(512, ge=1, description="steps between validations (the run's last "
+                           "step is validated too)")
+    patience: int = Field(100, ge=1, description="validations without a better validation PSNR "
+                          "before stopping early")
+    preview_every: int = Field(4, ge=1, description="validations between preview panels (the "
+                               "first validation always has one)")
+    batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    warmup_steps: int = Field(200, ge=0)
+    warmup_steps: int = Field(300, ge=0, description="linear warmup steps (at most a tenth of a "
+                              "schedule fitted to max_minutes)")
     loss: Literal["l1", "mse", "l1+ssim"] = Field(
-        "l1", description="mse estimates the mean of the noisy targets, which is what PSNR scores")
+        "mse", description="mse estimates the mean of the noisy targets, which is what PSNR scores")
     ssim_weight: float = Field(0.2, ge=0, le=1)
     grad_clip: float = Field(1.0, gt=0)
-    amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
-    patience: int = Field(8, ge=1, description="epochs without better validation PSNR")
-    preview_every: int = Field(5, ge=1, description="epochs between preview panels")
+    amp: bool = Field(True, description="bfloat16 autocast of forward and backward (loss, "
+                      "optimizer and weights stay float32): on CUDA; on a CPU with native bf16 "
+                      "only with channels_last=false (torch 2.13 gets the combination wrong on "
+                      "CPU: training/step.py)")
+    channels_last: bool = Field(True, description="channels_last memory format for the network "
+                                "and its input batches (faster convolutions; on CPU as fast as "
+                                "bf16 and exact)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (persistent)")
-    val_every: Optional[int] = Field(
-        None, ge=1, description="also validate every this many steps (default: each epoch end)")
-    max_minutes: Optional[float] = Field(
-        None, gt=0, description="wall-clock budget: after the first validation the schedule is "
-        "fitted to end (cosine decay included) when the budget is spent")
     compile: bool = Field(False, description="torch.compile the network (GPU runs)")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: all)")
     init_from: Optional[Path] = Field(
@@ -132,6 +170,37 @@ class Config(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _has_an_end(self) -> "Config":
+        if self.train.max_steps is None and self.train.max_minutes is None:
+            raise ValueError("train.max_steps and train.max_minutes are both null: set one, "
+                             "e.g. train.max_steps=6810 or train.max_minutes=30")
+        return self
+
+
+# Settings of the epoch-based schedule (before the step-based one): what replaces each.
+REMOVED_KEYS = {
+    "train.epochs": "train.max_steps (optimizer steps in total) or train.max_minutes (a "
+                    "wall-clock budget)",
+    "data.tiles_per_epoch": "train.val_every (steps between validations); the run's length is "
+                            "train.max_steps or train.max_minutes",
+    "train.schedule_steps": "train.max_steps (the schedule spans the whole run; to stop early "
+                            "and continue later use `srunet train --stop-at STEP` and --resume)",
+}
+
+
+def reject_removed_keys(tree: dict, where: str) -> None:
+    """Raise ValueError for a setting of the old epoch-based schedule in ``tree``.
+
+    ``where`` names the source (a file, the command line, a checkpoint).
+    """
+    for key, instead in REMOVED_KEYS.items():
+        section, name = key.split(".")
+        node = tree.get(section)
+        if isinstance(node, dict) and name in node:
+            raise ValueError(f"{where}: {key}={node[name]!r} is no longer a setting (training is "
+                             f"counted in steps); use {instead}")
 
 
 def _set_dotted(tree: dict, key: str, value) -> None:
@@ -162,10 +231,14 @@ def load_config(path=None, overrides=(), *, data_dir=None, out_dir=None, trackin
             raise ValueError(f"config file {path} is not valid YAML: {error}") from error
         if not isinstance(tree, dict):
             raise ValueError(f"config file {path} must hold a mapping, got {type(tree).__name__}")
+        reject_removed_keys(tree, f"config file {path}")
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like KEY=VALUE, e.g. train.epochs=5")
+            raise ValueError(f"override {item!r} must look like KEY=VALUE, e.g. train.max_steps=500")
         key, raw = item.split("=", 1)
+        single: dict = {}
+        _set_dotted(single, key.strip(), yaml.safe_load(raw))
+        reject_removed_keys(single, f"override {item!r}")
         _set_dotted(tree, key.strip(), yaml.safe_load(raw))
     if data_dir is not None:
         _set_dotted(tree, "data.root", str(data_dir))

@@ -1,14 +1,15 @@
 """Paired LR/HR images and the aligned, augmented, normalised tiles cut from them.
 
 Images are opened memory-mapped where the TIFF allows it, so a dataset larger than RAM trains;
-only tiles are read. Tile k of epoch e is drawn from its own generator seeded by (seed, e, k):
-the tiles do not depend on worker count or on where a resumed run starts.
+only tiles are read. Tile k is drawn from its own generator seeded by (seed, k): the tiles do not
+depend on worker count, process count or on where a resumed run starts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -123,31 +124,29 @@ def split_by_image(pairs: list[PairFiles], val_fraction: float, seed: int):
 
 
 class TileDataset(torch.utils.data.Dataset):
-    """Random aligned tile pairs, ``tiles_per_epoch`` per epoch.
+    """An endless sequence of random aligned tile pairs.
 
-    Index ``i`` is global: tile ``i % tiles_per_epoch`` of epoch ``i // tiles_per_epoch``, drawn
-    from a generator seeded by (seed, epoch, tile), so one DataLoader (persistent workers) serves
-    the whole run and a resumed run draws the same tiles.
+    Tile ``k`` (any index >= 0) is drawn from a generator seeded by (seed, k) alone, so one
+    DataLoader (persistent workers) serves the whole run, and a resumed or multi-process run
+    draws the same tiles (the training loop gives step s the tiles of its global batch, see
+    :class:`StepTiles`). It has no length: the loop's sampler says which tiles to draw.
     """
 
-    def __init__(self, images: list[ImagePair], tile_size: int, tiles_per_epoch: int, seed: int,
+    def __init__(self, images: list[ImagePair], tile_size: int, seed: int,
                  foreground_fraction: float = 0.75):
         if not images:
             raise ValueError("TileDataset needs at least one image pair")
-        self.images, self.tile_size = images, tile_size
-        self.tiles_per_epoch, self.seed = tiles_per_epoch, seed
+        self.images, self.tile_size, self.seed = images, tile_size, seed
         self.foreground_fraction = foreground_fraction
         # Pick images in proportion to their area, so large fields are not under-sampled.
         areas = np.array([im.lr.size for im in images], dtype=np.float64)
         self.weights = areas / areas.sum()
 
-    def __len__(self) -> int:
-        return self.tiles_per_epoch
-
     def spec(self, index: int) -> tuple[int, int, int, int]:
-        """(image index, y, x, transform) of global tile ``index``."""
-        epoch, tile = divmod(index, self.tiles_per_epoch)
-        rng = np.random.default_rng([self.seed, epoch, tile])
+        """(image index, y, x, transform) of tile ``index``."""
+        if index < 0:
+            raise IndexError(f"tile index must be >= 0, got {index}")
+        rng = np.random.default_rng([self.seed, index])
         which = int(rng.choice(len(self.images), p=self.weights))
         image = self.images[which]
         if rng.random() < self.foreground_fraction:
@@ -165,6 +164,26 @@ class TileDataset(torch.utils.data.Dataset):
         which, y, x, transform = self.spec(index)
         lr, hr = self.images[which].tile(y, x, self.tile_size, transform)
         return torch.from_numpy(lr)[None], torch.from_numpy(hr)[None]
+
+
+class StepTiles(torch.utils.data.Sampler):
+    """This rank's tile indices from step ``start`` on, without end.
+
+    Step s takes the tiles [s * B * world, (s + 1) * B * world) and rank r the r-th slice of B,
+    so ranks are disjoint and together see exactly what one process with batch B * world sees:
+    a torchrun run equals a single-process run of the global batch, and a resumed run draws
+    what the uninterrupted one drew.
+    """
+
+    def __init__(self, start: int, batch: int, rank: int = 0, world: int = 1):
+        self.start, self.batch, self.rank, self.world = start, batch, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.start
+        while True:
+            first = (step * self.world + self.rank) * self.batch
+            yield from range(first, first + self.batch)
+            step += 1
 
 
 def load_images(pairs: list[PairFiles], data: DataConfig, tile: int) -> list[ImagePair]:

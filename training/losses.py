@@ -7,8 +7,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup to 1, then cosine decay to 0.01 at ``total`` steps."""
+
+def schedule_factor(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier at optimizer step ``step``: linear warmup to 1 over ``warmup``
+    steps, then cosine decay to 0.01 at ``total`` steps."""
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))

@@ -1,23 +1,60 @@
-"""What a run carries across an interruption or from a parent model: RNG states, the config
-changes a resume may make, the normalisation record, and fine-tuning's initial weights.
+"""What a run carries across an interruption or from a parent model: the loop's state, RNG
+states, the config changes a resume may make, the normalisation record, and fine-tuning's
+initial weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from srunet.model.checkpoint import load_weights
 from srunet.model.unet import SRUNet
-from srunet.normalization import EPS, MEAN_STD, PERCENTILES, method_of
-from srunet.training.config import Config, ModelConfig, flatten
+from srunet.normalization import MEAN_STD, Normalization
+from srunet.training.config import Config, ModelConfig, flatten, reject_removed_keys
 
-# Config sections that may change when resuming (how long to train, where to log).
-RESUMABLE_CHANGES = {"train.epochs", "train.max_steps", "train.patience", "train.num_workers",
-                     "train.threads", "tracking.tracking_uri", "out_dir"}
+# Config settings that may change when resuming (how long to train, where to log, threads).
+# Changing train.max_steps re-spans the cosine from the resumed step on.
+RESUMABLE_CHANGES = {"train.max_steps", "train.patience", "train.num_workers", "train.threads",
+                     "tracking.tracking_uri", "out_dir"}
 
+
+@dataclass
+class TrainState:
+    """The training loop's own state, saved in every checkpoint (``checkpoint["state"]``)
+    beside the optimiser, scheduler and RNG states: all a resumed run needs to continue exactly.
+    """
+
+    step: int = 0                          # optimizer steps done
+    best_psnr: float = -math.inf           # best validation PSNR so far
+    bad_validations: int = 0               # validations since the best one (early stopping)
+    validations: int = 0                   # validations done (preview_every counts these)
+    interval_loss: float = 0.0             # training loss summed since the last validation ...
+    interval_batches: int = 0              # ... over this many batches
+    run_id: Optional[str] = None           # the MLflow run a resume continues
+    metrics: dict = field(default_factory=dict)  # the last validation's
+    train_seconds: float = 0.0             # wall time of the loop so far (for max_minutes)
+    schedule_total: int = 0                # steps the warmup + cosine schedule spans
+    warmup_steps: int = 0                  # the schedule's warmup (shortened by a short budget)
+    budget_fitted: bool = False            # max_minutes has fixed schedule_total
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict, source: str) -> "TrainState":
+        known = {item.name for item in dataclasses.fields(cls)}
+        if set(saved) != known:
+            raise ValueError(f"{source} holds the training state of another srunet version "
+                             f"(keys {sorted(saved)}); it cannot be resumed exactly: start a new "
+                             "run, or start from its weights with train.init_from")
+        return cls(**saved)
 
 
 def rng_state() -> dict:
@@ -37,22 +74,25 @@ def set_rng_state(state: dict) -> None:
 
 def check_resume(config: Config, saved: dict, path: Path) -> str:
     """Refuse a resume whose config differs beyond RESUMABLE_CHANGES; describe what changed."""
+    reject_removed_keys(saved, f"cannot resume from {path}, written by the epoch-based loop "
+                        "(start a new run, or from its weights with train.init_from)")
     now, before = flatten(config), flatten(Config.model_validate(saved))
     changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
     forbidden = [k for k in changed if k not in RESUMABLE_CHANGES]
     if forbidden:
         detail = ", ".join(f"{k}: {before.get(k)} -> {now.get(k)}" for k in forbidden[:6])
+        allowed = ", ".join(sorted(RESUMABLE_CHANGES))
         raise ValueError(f"cannot resume from {path}: config differs ({detail}); resume with the "
-                         "checkpoint's config (only epochs, max_steps, patience may change)")
+                         f"checkpoint's config (only {allowed} may change)")
     return ", ".join(f"{k}: {before.get(k)} -> {now.get(k)}" for k in changed) or "no change"
 
 
-def normalization_entry(data) -> dict:
-    """The checkpoint's record of how inputs (and targets) were normalised."""
+def normalization_entry(data) -> Normalization:
+    """How this run normalises inputs and targets (``data`` is the config's data section)."""
     if data.normalization == MEAN_STD:
-        return {"method": MEAN_STD, "eps": EPS}
-    return {"method": PERCENTILES, "lr_percentiles": list(data.lr_percentiles),
-            "hr_percentiles": list(data.hr_percentiles)}
+        return Normalization(MEAN_STD)
+    return Normalization(data.normalization, lr_percentiles=tuple(data.lr_percentiles),
+                         hr_percentiles=tuple(data.hr_percentiles))
 
 
 def load_initial_weights(config: Config, model: SRUNet, device: torch.device) -> None:
@@ -65,15 +105,14 @@ def load_initial_weights(config: Config, model: SRUNet, device: torch.device) ->
     state, saved = load_weights(path, map_location=device)
     if saved is not None:
         wanted = config.model.model_dump()
-        if ModelConfig(**saved["model_kwargs"]).model_dump() != wanted:
-            raise ValueError(f"train.init_from={path} holds a model with {saved['model_kwargs']}, "
+        if ModelConfig(**saved.model_kwargs).model_dump() != wanted:
+            raise ValueError(f"train.init_from={path} holds a model with {saved.model_kwargs}, "
                              f"but this run's model section is {wanted}; make them equal to fine-tune")
-        theirs, mine = saved.get("normalization", {}), normalization_entry(config.data)
-        theirs = {"method": method_of(theirs), **theirs} if theirs else theirs  # v1: no method
-        if theirs and theirs != mine:
-            raise ValueError(f"train.init_from={path} was trained with normalization {theirs}, "
-                             f"this run uses {mine}; set data.normalization (and the "
-                             "percentiles) to the checkpoint's")
+        theirs, mine = saved.normalization, normalization_entry(config.data)
+        if theirs != mine:
+            raise ValueError(f"train.init_from={path} was trained with normalization "
+                             f"{theirs.to_dict()}, this run uses {mine.to_dict()}; set "
+                             "data.normalization (and the percentiles) to the checkpoint's")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # missing/unexpected keys or shape mismatches, listed by torch

@@ -1,7 +1,7 @@
 """MLflow tracking for training runs: embedded sqlite store by default, any URI otherwise.
 
-Metrics are buffered and sent with one ``log_batch`` call per flush (once per epoch), so logging
-does not slow the training loop.
+Metrics are buffered and sent with one ``log_batch`` call per flush (once per validation), so
+logging does not slow the training loop.
 
 With a tracking server (``http(s)://``): the server is probed before anything else, so an
 unreachable one fails in seconds with one line instead of MLflow's minutes of retries; a server

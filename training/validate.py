@@ -12,7 +12,7 @@ from srunet.evaluation.figures import side_by_side
 from srunet.evaluation.metrics import all_metrics, upsample_bicubic
 from srunet.evaluation.report import evaluate_arrays
 from srunet.geometry import hr_slices
-from srunet.normalization import input_range, normalize
+from srunet.normalization import Normalization, input_range, normalize
 from srunet.training.dataset import ImagePair
 
 MAX_VAL_EDGE = 384  # LR pixels; larger validation images are centre-cropped to bound the cost
@@ -77,7 +77,8 @@ def save_preview(panel, path: Path, title: str = "") -> Path:
     return side_by_side(path, list(zip(names, panel)), title=title)
 
 
-def final_report(model, images: list[ImagePair], normalization: dict, device, out_dir: Path) -> Path:
+def final_report(model, images: list[ImagePair], normalization: Normalization, device,
+                 out_dir: Path) -> Path:
     """The evaluation report (metrics vs bicubic, FRC, consistency, TTA uncertainty and its
     calibration) of ``model`` on the validation images; returns the report folder."""
     def predict(lr: np.ndarray) -> np.ndarray:
