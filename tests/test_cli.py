@@ -26,7 +26,7 @@ def test_readme_main_job_ends_with_a_validated_package(tmp_path, monkeypatch, ca
     assert [s.split()[1] for s in steps] == ["simulate", "train", "package"]
     monkeypatch.chdir(tmp_path)
     tiny = {"simulate": ["--pairs", "4"],
-            "train": ["train.max_steps=2", "data.tiles_per_epoch=8", "train.batch_size=4",
+            "train": ["train.max_steps=2", "train.batch_size=4",
                       "model.depth=2", "model.base_channels=8", "data.tile_size=32",
                       "data.val_fraction=0.25"],
             "package": []}
@@ -52,8 +52,11 @@ def test_bad_input_gives_a_clear_error_and_exit_code(tmp_path, capsys):
     (tmp_path / "occupied" / "file").write_text("x")
     assert main(["simulate", str(tmp_path / "occupied"), "--pairs", "1"]) == 2
     assert "overwrite" in capsys.readouterr().err
-    assert main(["train", "--data", str(tmp_path), "train.epochs=zero"]) == 2
-    assert "train.epochs" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "train.max_steps=zero"]) == 2
+    assert "train.max_steps" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "train.epochs=3"]) == 2  # v2's key
+    err = capsys.readouterr().err
+    assert "train.epochs" in err and "train.max_steps" in err
 
 
 def test_readme_main_job_reruns_its_first_step(tmp_path, monkeypatch, capsys):
