@@ -8,7 +8,7 @@ as hand-formatted YAML. Facts this module relies on are in docs/packaging.md:
   that as 2x, with the same input halo.
 - The halo is the measured receptive radius of the weights. Block sizes ``min + n * step`` are
   pleasant to tile (:func:`tiling_geometry`): the smallest keeps ``MIN_KEPT`` px beyond the halo
-  per side, and the step (``SIZE_STEP``) makes n = 1, 2 clearly larger blocks. Halo, min and step
+  per side, and the step (``SIZE_STEP``, 1) makes every size from min on a declared size. Halo, min and step
   are multiples of the network's ``grid`` (1 for the phase-free v2 network, 2**depth for v1's
   pooling UNet), so every block sees the same phase as the whole image (``geometry``).
 
@@ -64,12 +64,13 @@ TOLERANCE = {"relative_tolerance": 1e-3, "absolute_tolerance": 1e-3,
              "mismatched_elements_per_million": 100}
 # Block sizes (input px, halo included). A consumer that asks for the smallest block
 # (bioimageio.core blocksize_parameter=0) should still keep a useful interior: with
-# min = 2 * halo + 1 (the release had min 95 for halo 47) each block kept ~1 px, 147,456 blocks
-# for a 384x384 image. min is also a multiple of the step, so every multiple of 32 px from min
-# on is a block size: core accepts a numpy/TIFF image only at a declared size, and deepImageJ's
-# default tile is a multiple of the step (bench/tiling_sizes.py, docs/packaging.md).
+# min = 2 * halo + 1 (the v2 release had min 95 for halo 47) each block kept ~1 px, 147,456
+# blocks for a 384x384 image. The step stays 1: bioimageio.core accepts a numpy/TIFF image
+# (`bioimageio predict`) only at a declared size, so every size from min on must be one (with a
+# step of 32, a 1000x700 image was refused). Consumers choose larger blocks with n (core:
+# blocksize_parameter=352 gives 512 px blocks); bench/tiling_sizes.py, docs/packaging.md.
 MIN_KEPT = 64   # input px a smallest block keeps per axis, beyond the halo on both sides
-SIZE_STEP = 32  # n = 1, 2 add 32, 64 px: 1.5x and 2x the kept side of the v2 release's min
+SIZE_STEP = 1   # any size from min on is a declared size
 RELEASE_DIR = Path("model") / "release"
 SAMPLE_SEED = 20240611  # simulator seed of the package's default sample pair
 # The project's own publication metadata: training/publication.yaml in a checkout, and the same

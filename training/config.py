@@ -42,6 +42,9 @@ class DataConfig(_Strict):
         "in every zoo consumer, HR fitted into the LR's units; percentiles: v1's scale_range")
     lr_percentiles: tuple[float, float] = Field((1.0, 99.8), description="percentiles method only")
     hr_percentiles: tuple[float, float] = Field((1.0, 99.8), description="percentiles method only")
+    skip_smaller_than_tile: bool = Field(
+        False, description="leave out pairs whose LR image is smaller than tile_size (a mixed "
+        "pool, e.g. wide-domain fields of 128-256 px, with large tiles); default: an error")
     foreground_fraction: float = Field(
         0.75, ge=0.0, le=1.0, description="share of tiles centred on foreground"
     )
@@ -144,6 +147,9 @@ class TrainConfig(_Strict):
                                 "bf16 and exact)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (persistent)")
+    snapshots: bool = Field(False, description="also keep the weights of every validation as "
+                            "checkpoints/step_NNNNNNN.pt (no optimiser state), to score them on "
+                            "held-out data afterwards (bench/heldout_curve.py)")
     compile: bool = Field(False, description="torch.compile the network (GPU runs)")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: all)")
     init_from: Optional[Path] = Field(

@@ -43,7 +43,8 @@ class ImagePair:
         if min(lr.shape) < tile:
             raise ValueError(
                 f"pair {files.name!r}: LR {files.lr} shape {lr.shape} is smaller than the tile "
-                f"size {tile}; lower data.tile_size or remove the image"
+                f"size {tile}; lower data.tile_size, remove the image, or set "
+                "data.skip_smaller_than_tile=true"
             )
         for path, image in ((files.lr, lr), (files.hr, hr)):
             _check_values(path, image)
@@ -184,6 +185,14 @@ class StepTiles(torch.utils.data.Sampler):
             first = (step * self.world + self.rank) * self.batch
             yield from range(first, first + self.batch)
             step += 1
+
+
+def at_least(pairs: list[PairFiles], tile: int) -> tuple[list[PairFiles], list[PairFiles]]:
+    """(pairs whose LR image has both sides >= ``tile``, the others); reads headers only."""
+    kept, small = [], []
+    for pair in pairs:
+        (kept if min(open_image(pair.lr).shape) >= tile else small).append(pair)
+    return kept, small
 
 
 def load_images(pairs: list[PairFiles], data: DataConfig, tile: int) -> list[ImagePair]:

@@ -143,6 +143,11 @@ class Trainer:
         self.pairs = find_pairs(*data.folders())
         if self.rank == 0 and (note := unregistered_note(data.folders()[0])) is not None:
             print(note, file=sys.stderr)
+        if data.skip_smaller_than_tile:
+            self.pairs, small = ds.at_least(self.pairs, data.tile_size)
+            if small and self.rank == 0:
+                print(f"data.skip_smaller_than_tile: {len(small)} of {len(small) + len(self.pairs)} "
+                      f"pairs are smaller than {data.tile_size} LR px and left out", file=sys.stderr)
         self.train_pairs, self.val_pairs = ds.split_by_image(self.pairs, data.val_fraction,
                                                              self.config.seed)
         tile = data.tile_size
@@ -373,6 +378,13 @@ class Trainer:
             state=self.state.to_dict()).save(self.last_path)
         if improved:
             shutil.copyfile(self.last_path, self.best_path)
+        if config.train.snapshots:  # weights only: for a held-out learning curve afterwards
+            Checkpoint(model_kwargs=config.model.model_dump(),
+                       model_state={k: v.contiguous() for k, v in self.model.state_dict().items()},
+                       normalization=normalization_entry(config.data),
+                       config=config.model_dump(mode="json"), step=self.state.step,
+                       metrics=self.state.metrics,
+                       ).save(self.last_path.with_name(f"step_{self.state.step:07d}.pt"))
 
     def _finish(self, status: str) -> None:
         """Log the best checkpoint and its QC report on the validation images (not at a
