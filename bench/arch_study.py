@@ -105,18 +105,13 @@ class ResizeConvHead(nn.Module):
         return self.to_output(self.act(self.conv(x)))
 
 
-class PixelShuffleHead(nn.Module):
-    """Baseline head: 3x3 conv, 3x3 conv to 4*C, PixelShuffle(2); default init, no low-pass."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
-        self.act = nn.LeakyReLU(0.1)
-        self.to_subpixels = nn.Conv2d(in_channels, 4 * out_channels, 3, padding=1)
-        self.shuffle = nn.PixelShuffle(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.to_subpixels(self.act(self.conv(x))))
+def pixel_shuffle_head(in_channels: int, out_channels: int) -> nn.Module:
+    """Baseline head: 3x3 conv, LeakyReLU, 3x3 conv to 4*C, PixelShuffle(2); default init, no
+    low-pass (the release head without ICNR and anti-imaging; layers built in the same order, so
+    the study's random initialisation is unchanged)."""
+    return nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.LeakyReLU(0.1),
+                         nn.Conv2d(in_channels, 4 * out_channels, 3, padding=1),
+                         nn.PixelShuffle(2))
 
 
 # The recorded runs built a ResizeConvHead before each shuffle head; building (and dropping) it
@@ -137,7 +132,7 @@ class WithShuffleHead(unet_v2.SRUNet):
 
     def make_head(self, in_channels: int, out_channels: int) -> nn.Module:
         ResizeConvHead(in_channels, out_channels)  # dropped; see the comment above
-        return PixelShuffleHead(in_channels, out_channels)
+        return pixel_shuffle_head(in_channels, out_channels)
 
     def receptive_radius(self) -> int:
         return super().receptive_radius() - 1  # no 3-tap low-pass

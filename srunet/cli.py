@@ -201,6 +201,14 @@ def _registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_out_overwrite(p: argparse.ArgumentParser, *, out: str, overwrite: str) -> None:
+    """The options every command that runs a package shares."""
+    p.add_argument("--model", type=Path, default=None,
+                   help="package rdf.yaml, folder or .zip (default: the release)")
+    p.add_argument("--out", type=Path, required=True, help=out)
+    p.add_argument("--overwrite", action="store_true", help=overwrite)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srunet", description=__doc__.splitlines()[0])
     debug_help = "on an error, show the full traceback instead of one line"
@@ -253,10 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="2x super-resolve TIFF/OME-TIFF images with a package")
     p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE",
                    help="confocal TIFF/OME-TIFF files (2-D); each gives OUT/<name>_sr.ome.tif")
-    p.add_argument("--model", type=Path, default=None,
-                   help="package rdf.yaml, folder or .zip (default: the release)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _model_out_overwrite(p, out="output folder", overwrite="replace existing output files")
     p.add_argument("--consistency", action="store_true",
                    help="also write a physics-consistency map beside each output")
     p.add_argument("--uncertainty", action="store_true",
@@ -272,18 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="QC report of a package on paired LR/HR data")
-    p.add_argument("--model", type=Path, default=None,
-                   help="package rdf.yaml, folder or .zip (default: the release)")
+    _model_out_overwrite(p, out="report folder", overwrite="replace an existing report folder")
     p.add_argument("--lr", type=Path, required=True,
                    help="folder of confocal (LR) images, paired with --hr by file name")
     p.add_argument("--hr", type=Path, required=True,
                    help="folder of registered ISM (HR) targets, twice the LR size")
-    p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--lr-repeat", type=Path, default=None,
                    help="second noise realisations of the LR images (same names): two-image FRC")
     p.add_argument("--hr-repeat", type=Path, default=None, help="the same for the HR images")
     p.add_argument("--tracking-uri", default=None, help="log the report to this MLflow store")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("pairs", help="register raw confocal/ISM pairs onto the exact 2x grid, with QC")

@@ -1,6 +1,8 @@
 """Cached, pinned venvs for consumers of the package (BiaPy, older bioimageio.core).
 
-Each consumer runs in its own venv beside the repository (gitignored), never in the project's:
+Each consumer runs in its own venv under :data:`VENV_ROOT` (outside the checkout, so a fresh
+clone on the same machine reuses them; ``SRUNET_CONSUMER_VENVS`` chooses another folder), never
+in the project's:
 their pins (bioimageio.core 0.9.6, xarray 2025.1, torch 2.14.1 ...) conflict with the project's.
 A venv is built once and reused while the stamp file inside it lists the same pins; when the
 pins change it is rebuilt from scratch. Tests that need one skip when it cannot be built, except
@@ -19,6 +21,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_ROOT = Path(os.environ.get("SRUNET_CONSUMER_VENVS",
+                                Path.home() / ".cache" / "srunet" / "consumer-venvs"))
 STAMP = "srunet-pins.txt"
 
 # Runs inside a consumer venv: load the package with file hashes checked, then core's
@@ -66,6 +70,7 @@ def build_venv(venv: Path, pins: tuple[str, ...], find_links: str | None = None)
     wanted = "\n".join(pins + ((f"--find-links {find_links}",) if find_links else ()))
     if stamp.is_file() and stamp.read_text() == wanted and venv_python(venv).is_file():
         return venv_python(venv)
+    venv.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
     links = ["--find-links", find_links] if find_links else []
     pip = subprocess.run([str(venv_python(venv)), "-m", "pip", "install", "-q", *links, *pins],

@@ -41,17 +41,19 @@ def test_epoch_settings_are_refused_with_the_new_keys(tmp_path):
     assert load_config(None, ["train.max_steps=null", "train.max_minutes=1"]).train.max_steps is None
 
 
-def test_yaml_file_and_errors_name_file_key_and_value(tmp_path):
+@pytest.mark.parametrize("text, match", [
+    ("train:\n  max_steps: 2\n  learnin_rate: 0.1\n", r"cfg\.yaml[\s\S]*train\.learnin_rate"),
+    ("data:\n  tile_size: 50\n", r"data\.tile_size[\s\S]*got 50"),
+    ("model:\n  channel_growth: -2\n", r"model\.channel_growth[\s\S]*given: -2"),
+])
+def test_yaml_errors_name_file_key_and_value(tmp_path, text, match):
     path = tmp_path / "cfg.yaml"
-    path.write_text("train:\n  max_steps: 2\n  learnin_rate: 0.1\n")
-    with pytest.raises(ValueError, match=r"cfg\.yaml[\s\S]*train\.learnin_rate"):
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
         load_config(path)
-    path.write_text("data:\n  tile_size: 50\n")
-    with pytest.raises(ValueError, match=r"data\.tile_size[\s\S]*got 50"):
-        load_config(path)
-    path.write_text("model:\n  channel_growth: -2\n")
-    with pytest.raises(ValueError, match=r"model\.channel_growth[\s\S]*given: -2"):
-        load_config(path)
+
+
+def test_overrides_must_be_key_value(tmp_path):
     with pytest.raises(ValueError, match="KEY=VALUE"):
         load_config(None, ["train.max_steps"])
     with pytest.raises(FileNotFoundError):

@@ -4,7 +4,7 @@ BiaPy (tests/test_biapy.py) loads zoo packages through ``bioimageio.core==0.9.6`
 resolves to bioimageio.spec 0.5.7.4: a third core/spec pair beside the newest (0.11) and the
 bioimage.io upload runner's (0.10.4, tests/test_zoo_runner.py). This runs the committed package
 (the root rdf.yaml, whatever the release is after merging) with those versions in an isolated
-venv, ``.venv-core096/`` (gitignored), built once by :func:`build_core096_venv`
+venv (``consumer_venvs.VENV_ROOT``/core096), built once by :func:`build_core096_venv`
 (``python tests/test_core096.py``; .ci/run does it before pytest; ~2 minutes) and reused while
 its pins match. If it cannot be built, the tests skip, or fail under CI.
 """
@@ -15,9 +15,10 @@ import sys
 import time
 
 import pytest
-from consumer_venvs import REPO_ROOT, build_venv, installed_versions, run_test_model, venv_or_skip
+from consumer_venvs import (REPO_ROOT, VENV_ROOT, build_venv, installed_versions, run_test_model,
+                            venv_or_skip)
 
-VENV = REPO_ROOT / ".venv-core096"
+VENV = VENV_ROOT / "core096"
 # BiaPy 3.7.1's pin and what pip resolves beside it (spec 0.5.7.4). pydantic<2.14: with 2.14
 # spec 0.5.7.4 rejects every model that has files ("'index_key' is expected to be an integer or
 # a string"), as 0.5.10/0.5.12 do. torch 2.13.0: the CPU wheel on this machine (/opt/wheels).
@@ -28,7 +29,7 @@ FORMATS = ("onnx", "torchscript", "pytorch_state_dict")
 
 
 def build_core096_venv():
-    """Create (or reuse) ``.venv-core096`` with :data:`PINS`; return its python."""
+    """Create (or reuse) the core 0.9.6 venv with :data:`PINS`; return its python."""
     return build_venv(VENV, PINS)
 
 
