@@ -48,6 +48,7 @@ from srunet.files import check_output_dir, swap_into_place
 from srunet.physics import contract
 from srunet.tiff import write_ome_tiff
 from srunet.physics import optics
+from srunet.simulation.params import check_params
 from srunet.simulation import phantom, structures, wide
 from srunet.simulation.structures import SCENES, STAIN_PROBABILITY  # noqa: F401 (public names)
 
@@ -96,7 +97,8 @@ def sample_params(rng: np.random.Generator, hr_size: int | None = None,
     Returns
     -------
     dict
-        JSON-serialisable parameters (see the keys; lengths in nm unless named ``_um``/``_px``).
+        JSON-serialisable parameters, a :class:`srunet.simulation.params.PairParams` (each key
+        typed and described there; lengths in nm unless named ``_um``/``_px``).
     """
     if hr_size is None:
         lo, hi = contract.HR_FIELD_PX
@@ -221,6 +223,8 @@ def simulate_pair(seed: int, *, hr_size: int | None = None, noise: bool = True,
     if unknown:
         raise ValueError(f"overrides has unknown parameter(s) {unknown}; known: {sorted(params)}")
     params.update(overrides or {})
+    check_params(params, "the drawn parameters with overrides" if overrides else
+                 "the drawn parameters")
     n = 2 * params["hr_size"] + 2 * MARGIN_FINE_PX  # fine grid: HR / 2
     if obj is None and domain == "wide":
         obj, info = structures.render(rng, (n, n), params["content"])
