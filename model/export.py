@@ -30,7 +30,8 @@ _CHECK_TOLERANCE = 1e-4  # relative to the eager output's largest magnitude
 
 @contextmanager
 def _fresh_jit_names():
-    """Trace in a fresh TorchScript namespace, so the same weights give the same file.
+    """Trace in a fresh TorchScript namespace with torch's default deterministic-algorithms
+    setting, so the same weights give the same file.
 
     TorchScript registers the class of every traced module in one process-wide compilation
     unit and renames a class it has seen before ("SRUNet" -> "___torch_mangle_55.SRUNet"): a
@@ -40,10 +41,16 @@ def _fresh_jit_names():
     """
     saved = torch.jit._state._python_cu
     torch.jit._state._python_cu = torch._C.CompilationUnit()
+    # The traced code records the global deterministic-algorithms flag in every convolution
+    # (training sets it on CPU), so trace with torch's default, whatever the caller set.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
     try:
         yield
     finally:
         torch.jit._state._python_cu = saved
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def export_weights(model: SRUNet, state: dict, folder: Path, example_size: int) -> None:
