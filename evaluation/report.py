@@ -34,7 +34,8 @@ from srunet.evaluation import figures, frc
 from srunet.evaluation.consistency import consistency_map
 from srunet.evaluation.metrics import (DATA_RANGE_PERCENTILES, all_metrics, fit_gain_offset,
                                        gain_offset, upsample_bicubic)
-from srunet.evaluation.uncertainty import calibration, plot_calibration, tta_std
+from srunet.evaluation.uncertainty import (calibration, error_spread_ratio, plot_calibration,
+                                           tta_predictions)
 from srunet.files import check_output_dir, swap_into_place
 from srunet.geometry import SCALE
 from srunet.store import experiment_id
@@ -131,11 +132,18 @@ def _predict(predict_fn, lr, name):
     return sr
 
 
-def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False):
-    """All numbers (dict) and arrays (dict) for one pair; see the module notes for their meaning."""
+def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False,
+                 score_tta_mean: bool = True):
+    """All numbers (dict) and arrays (dict) for one pair; see the module notes for their meaning.
+
+    With ``tta`` the 8 dihedral predictions give the spread; the SR scored is their mean
+    (``score_tta_mean``) or the plain prediction (transform 0, what ``srunet predict`` writes).
+    """
     lr, hr = pair.lr, pair.hr
     if tta:
-        sr, std = tta_std(predict_fn, lr)
+        outputs = tta_predictions(predict_fn, lr)
+        std = outputs.std(axis=0).astype(np.float32)
+        sr = (outputs.mean(axis=0) if score_tta_mean else outputs[0]).astype(np.float32)
     else:
         sr, std = _predict(predict_fn, lr, pair.name), None
     bicubic = upsample_bicubic(lr).astype(np.float32)
@@ -169,8 +177,10 @@ def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False):
                                                hr_repeat=pair.hr_repeat),
         "consistency": {key: {k: c[k] for k in ("rse", "rsp", "gain", "offset")}
                         for key, c in consistency.items()},
-        "uncertainty": None if std is None else {"mean_std": float(std.mean()),
-                                                 "max_std": float(std.max())},
+        # ratio: RMS error / RMS spread, both in target units (1 = calibrated)
+        "uncertainty": None if std is None else {
+            "mean_std": float(std.mean()), "max_std": float(std.max()),
+            "calibration_ratio": error_spread_ratio(abs(gain) * std, error)},
         "figure": f"figures/{pair.name}.png", "arrays": f"arrays/{pair.name}.npz",
     }
     arrays = {"lr": lr, "hr": hr, "sr": sr, "sr_fitted": sr_fit, "bicubic": bicubic, "mask": mask,
@@ -289,7 +299,8 @@ def log_to_mlflow(report_dir: Path, report: dict, tracking_uri: str) -> str:
 
 def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarray], out_dir, *,
                     overwrite: bool = False, tracking_uri: str | None = None,
-                    model_name: str = "predict callable", tta: bool = False) -> Path:
+                    model_name: str = "predict callable", tta: bool = False,
+                    score_tta_mean: bool = True) -> Path:
     """Write the full report for in-memory pairs and a predict callable; return ``summary.md``.
 
     Parameters
@@ -306,8 +317,11 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
     model_name : str
         What the report names the model.
     tta : bool
-        Also compute the 8-fold test-time-augmentation spread and its calibration (8x slower;
-        the SR is then the TTA mean).
+        Also compute the 8-fold test-time-augmentation spread and its calibration, per image
+        and pooled, with a calibration plot (8 predictions per image instead of 1).
+    score_tta_mean : bool
+        With ``tta``: score the TTA mean (training's validation) or, if False, the plain
+        prediction, so the metrics do not depend on ``tta``.
     """
     out_dir = Path(out_dir)
     pairs = _as_pairs(pairs)
@@ -318,7 +332,8 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
         images, stds, errors = {}, [], []
         for pair in pairs:
             try:
-                record, arrays = analyse_pair(pair, predict_fn, tta=tta)
+                record, arrays = analyse_pair(pair, predict_fn, tta=tta,
+                                              score_tta_mean=score_tta_mean)
             except ValueError as error:  # name the image: the numeric code does not know it
                 raise ValueError(f"image {pair.name!r}: {error}") from error
             images[pair.name] = record
@@ -364,8 +379,11 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
 def evaluate_folders(predict_fn: Callable[[np.ndarray], np.ndarray], *, lr_dir, hr_dir, out_dir,
                      tracking_uri: str | None = None, overwrite: bool = False,
                      lr_repeat_dir=None, hr_repeat_dir=None,
-                     model_name: str = "predict callable") -> Path:
+                     model_name: str = "predict callable", tta: bool = False) -> Path:
     """:func:`evaluate_arrays` on paired TIFF folders (paired by name); returns ``summary.md``.
+
+    ``tta``: also the test-time-augmentation spread and its calibration; the metrics stay those
+    of the plain prediction (what ``srunet predict`` writes).
 
     ``lr_repeat_dir`` / ``hr_repeat_dir``: second noise realisations of the same fields (same
     names), for two-image FRC (``srunet simulate --repeats`` writes them). Every pairing error
@@ -390,4 +408,5 @@ def evaluate_folders(predict_fn: Callable[[np.ndarray], np.ndarray], *, lr_dir, 
             yield (p.name, _not_flat(p.lr, p.name), _not_flat(p.hr, p.name), *extra)
 
     return evaluate_arrays(pairs(), predict_fn, out_dir, overwrite=overwrite,
-                           tracking_uri=tracking_uri, model_name=model_name)
+                           tracking_uri=tracking_uri, model_name=model_name, tta=tta,
+                           score_tta_mean=False)

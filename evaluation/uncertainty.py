@@ -83,6 +83,13 @@ def tta_std(predict: Predict, image: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return outputs.mean(axis=0).astype(np.float32), outputs.std(axis=0).astype(np.float32)
 
 
+def error_spread_ratio(std, error) -> float:
+    """RMS error / RMS spread (1 = calibrated, > 1 = over-confident; inf for zero spread)."""
+    std, error = np.asarray(std, dtype=np.float64), np.asarray(error, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.sqrt(np.mean(error**2) / np.mean(std**2)))
+
+
 def calibration(std_maps, error_maps, *, bins: int = 10) -> dict:
     """Predicted spread against actual error, binned by predicted spread (equal-count bins).
 
@@ -123,7 +130,7 @@ def calibration(std_maps, error_maps, *, bins: int = 10) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         predicted = np.sqrt(np.bincount(index, std**2, minlength=n_bins) / counts)
         actual = np.sqrt(np.bincount(index, err**2, minlength=n_bins) / counts)
-        ratio = float(np.sqrt(np.mean(err**2) / np.mean(std**2)))
+    ratio = error_spread_ratio(std, err)
     from scipy.stats import spearmanr
 
     spearman = float(spearmanr(std, np.abs(err))[0]) if np.ptp(std) > 0 else float("nan")

@@ -46,6 +46,9 @@ DEFAULT_PIXEL_UM = 0.085  # contract: spinning-disk confocal pixel size
 # level) holds no structure to super-resolve: the percentile normalisation then blows up noise
 # or rounding into a meaningless output, so predict warns.
 FLAT_RANGE = 1e-6
+# Input pixel sizes outside this factor of the contract's 85 nm are warned about: the network
+# learned the PSF width in pixels at 85 nm, so at other samplings it sharpens the wrong scale.
+PIXEL_TOLERANCE = (0.75, 1.33)
 
 
 def flat_image_warning(image: np.ndarray, path) -> str | None:
@@ -58,6 +61,21 @@ def flat_image_warning(image: np.ndarray, path) -> str | None:
                 "structure, so its super-resolved output is meaningless. Check that it is the "
                 "right channel/plane and not an empty or saturated frame")
     return None
+
+
+def pixel_size_warning(pixel_um: float | None, path) -> str | None:
+    """Why the input's pixel size does not fit the model (outside ``PIXEL_TOLERANCE`` of the
+    contract's input pixel), or None (also when the file has none)."""
+    if pixel_um is None:
+        return None
+    pixel_nm, expected = pixel_um * 1000.0, contract.LR_PIXEL_NM
+    if PIXEL_TOLERANCE[0] <= pixel_nm / expected <= PIXEL_TOLERANCE[1]:
+        return None
+    return (f"{path}: pixel size {pixel_nm:g} nm, but the model expects {expected:g} nm "
+            f"confocal pixels (warning outside {PIXEL_TOLERANCE[0]:g}-{PIXEL_TOLERANCE[1]:g}x "
+            "of that); its output at this sampling is not what it was trained for. Resample "
+            f"the image to {expected:g} nm pixels, or fine-tune on your own pairs (README: "
+            "\"Fine-tuning the release\")")
 
 
 def high_band_warning(sr: np.ndarray, pixel_nm: float, path) -> str | None:
@@ -287,7 +305,8 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
 
     Output pixel size is half the input's (OME PhysicalSizeX or TIFF resolution); when the
     input has none, 85 nm is assumed and a warning says so. A constant or nearly empty input
-    is predicted but warned about (:func:`flat_image_warning`). The output folder is checked
+    (:func:`flat_image_warning`) or one whose pixel size is far from the model's 85 nm
+    (:func:`pixel_size_warning`) is predicted but warned about. The output folder is checked
     (writable, free space) and the model loaded before the folder is created; a failed run
     removes the folder again if it created it and nothing was written.
     """
@@ -334,6 +353,8 @@ def _predict_into(predictor, inputs, planned, written, consistency, uncertainty,
             lr, pixel_um = read_image(path)
             if (message := flat_image_warning(lr, path)) is not None:
                 warnings.warn(message, stacklevel=3)
+            if (message := pixel_size_warning(pixel_um, path)) is not None:
+                warnings.warn(message, stacklevel=3)
             if pixel_um is None:
                 warnings.warn(f"{path}: no pixel size in the file; assuming "
                               f"{DEFAULT_PIXEL_UM * 1000:g} nm (spinning-disk confocal)",
@@ -353,16 +374,19 @@ def _predict_into(predictor, inputs, planned, written, consistency, uncertainty,
 
 
 def evaluate_package(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,
-                     overwrite: bool = False, lr_repeat_dir=None, hr_repeat_dir=None) -> Path:
+                     overwrite: bool = False, lr_repeat_dir=None, hr_repeat_dir=None,
+                     uncertainty: bool = True) -> Path:
     """QC report of a packaged model (``rdf.yaml``, folder or ``.zip``) on paired TIFF folders.
 
     The package runs through bioimageio.core (:class:`Predictor`), as users will run it; the
     report is :func:`srunet.evaluation.report.evaluate_folders` (see there for the folders and
-    second realisations). Returns the report's ``summary.md``.
+    second realisations). ``uncertainty`` (default): also the test-time-augmentation spread
+    and its calibration against the real error (8 predictions per image instead of 1; the
+    metrics are those of the plain prediction either way). Returns the report's ``summary.md``.
     """
     descr = load_model(model)
     with Predictor(descr) as predictor:
         return evaluate_folders(predictor, lr_dir=lr_dir, hr_dir=hr_dir, out_dir=out_dir,
                                 tracking_uri=tracking_uri, overwrite=overwrite,
                                 lr_repeat_dir=lr_repeat_dir, hr_repeat_dir=hr_repeat_dir,
-                                model_name=str(model))
+                                model_name=str(model), tta=uncertainty)

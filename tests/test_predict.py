@@ -149,3 +149,49 @@ def test_flat_image_warns(tiny_package, tmp_path, kind):
         warnings.simplefilter("error")  # a real image raises no such warning
         predict_files([_write_ome(tmp_path / "ok.ome.tif", _raw(), 0.085)], model=tiny_package,
                       out_dir=tmp_path / "out2")
+
+
+def test_pixel_size_far_from_the_contract_warns(tiny_package, tmp_path):
+    from srunet.tiff import write_ome_tiff
+
+    coarse = write_ome_tiff(tmp_path / "coarse.ome.tif", _raw(), 0.5)
+    with pytest.warns(UserWarning) as caught:
+        predict_files([coarse], model=tiny_package, out_dir=tmp_path / "out")
+    [message] = [str(w.message) for w in caught if "pixel size" in str(w.message)]
+    assert "coarse.ome.tif" in message and "500 nm" in message and "expects 85 nm" in message
+    assert "Resample" in message and "Fine-tuning the release" in message
+    assert "\n" not in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the contract's pixel size: no warning at all
+        predict_files([write_ome_tiff(tmp_path / "fine.ome.tif", _raw(), 0.085)],
+                      model=tiny_package, out_dir=tmp_path / "out2")
+
+
+def test_evaluate_package_reports_uncertainty_and_calibration(tiny_package, make_pair, tmp_path):
+    import json
+
+    from srunet.cli import main
+
+    lr_dir, hr_dir = tmp_path / "lr", tmp_path / "hr"
+    lr_dir.mkdir(), hr_dir.mkdir()
+    for seed in (3, 4):
+        pair = make_pair(seed, lr_size=48)
+        tifffile.imwrite(lr_dir / f"f{seed}.tif", pair["lr"])
+        tifffile.imwrite(hr_dir / f"f{seed}.tif", pair["hr"])
+    reports = {}
+    for label, flag in (("tta", []), ("plain", ["--no-uncertainty"])):
+        out = tmp_path / label
+        assert main(["evaluate", "--model", str(tiny_package), "--lr", str(lr_dir),
+                     "--hr", str(hr_dir), "--out", str(out), *flag]) == 0
+        reports[label] = json.loads((out / "report.json").read_text())
+    tta, plain = reports["tta"], reports["plain"]
+    assert np.isfinite(tta["overall"]["tta_mean_std"]) and tta["overall"]["tta_mean_std"] > 0
+    assert tta["overall"]["tta_calibration_ratio"] > 0
+    assert (tmp_path / "tta" / tta["calibration_figure"]).is_file()
+    assert sum(tta["calibration"]["counts"]) == 2 * 96 * 96  # every HR pixel of both images
+    for record in tta["images"].values():
+        assert record["uncertainty"]["calibration_ratio"] > 0
+    assert plain["overall"]["tta_mean_std"] is None and "calibration" not in plain
+    # the metrics are those of the plain prediction (what predict writes), spread or not
+    for name in tta["images"]:
+        assert tta["images"][name]["metrics"] == plain["images"][name]["metrics"]

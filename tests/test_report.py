@@ -333,3 +333,23 @@ def test_report_flags_an_added_texture_and_says_why(tmp_path):
     assert f"beyond 1/{contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm" in text  # the definition
     assert f"above {data['settings']['invented_detail_threshold']:g}" in text
     assert "bench/flag_controls.py" in text  # where the threshold came from
+
+
+def test_folder_report_with_tta_scores_the_plain_prediction(tmp_path):
+    lr_dir, hr_dir = tmp_path / "lr", tmp_path / "hr"
+    lr_dir.mkdir(), hr_dir.mkdir()
+    name, lr, hr = make_pair(12)
+    tifffile.imwrite(lr_dir / f"{name}.tif", lr)
+    tifffile.imwrite(hr_dir / f"{name}.tif", hr)
+    summaries = {tta: report.evaluate_folders(_rotation_biased, lr_dir=lr_dir, hr_dir=hr_dir,
+                                              out_dir=tmp_path / str(tta), tta=tta)
+                 for tta in (False, True)}
+    data = {tta: json.loads(s.with_name("report.json").read_text()) for tta, s in summaries.items()}
+    assert data[True]["images"][name]["metrics"] == data[False]["images"][name]["metrics"]
+    with np.load(tmp_path / "True" / data[True]["images"][name]["arrays"]) as saved:
+        np.testing.assert_array_equal(saved["sr"], _rotation_biased(lr).astype(np.float32))
+        std = abs(data[True]["images"][name]["target_fit"]["gain"]) * saved["tta_std"]
+        expected = np.sqrt(np.mean(saved["error"].astype(float) ** 2) / np.mean(std.astype(float) ** 2))
+    ratio = data[True]["images"][name]["uncertainty"]["calibration_ratio"]
+    assert ratio == pytest.approx(expected, rel=1e-6) and ratio == pytest.approx(
+        data[True]["overall"]["tta_calibration_ratio"], rel=1e-6)  # one image: pooled = per image

@@ -106,3 +106,9 @@ def test_spread_is_labelled_relative_with_the_measured_underestimate(tmp_path):
         Figure.savefig = original
     legend = " ".join(t.get_text() for t in captured["fig"].axes[0].get_legend().get_texts())
     assert f"~{result['ratio']:.0f}-fold" in legend and "underestimates" in legend
+
+
+def test_error_spread_ratio():
+    std = np.random.default_rng(1).uniform(0.5, 2.0, (16, 16))
+    assert uncertainty.error_spread_ratio(std, -3 * std) == pytest.approx(3.0)
+    assert uncertainty.error_spread_ratio(np.zeros((4, 4)), np.ones((4, 4))) == np.inf
