@@ -49,10 +49,18 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from srunet.training.config import load_config
+# `srunet train`: the run finished, but a lost MLflow server never took its logging (the MLflow
+# run stays RUNNING until `srunet train --resend-pending OUT` sends it).
+EXIT_PENDING = 3
 
-    config = load_config(args.config, args.overrides, data_dir=args.data, out_dir=args.out,
+
+def _train(args: argparse.Namespace) -> int:
+    if args.resend_pending is not None:
+        return _resend(args)
+    from srunet.training.config import load_config, recipe_path
+
+    source = recipe_path(args.recipe) if args.recipe is not None else args.config
+    config = load_config(source, args.overrides, data_dir=args.data, out_dir=args.out,
                          tracking_uri=args.tracking_uri)
     _check_train_outputs(config)
     from srunet.store import check_server
@@ -67,6 +75,25 @@ def _train(args: argparse.Namespace) -> int:
         if result.tracking_uri.startswith("sqlite:///"):
             print(f"look at the runs: mlflow ui --backend-store-uri {result.tracking_uri} "
                   "(then open http://127.0.0.1:5000)")
+        if result.pending:  # the last line: the run is not complete in MLflow
+            print(f"NOT SENT: {result.pending} logging calls of run {result.run_id} (the MLflow "
+                  f"run stays RUNNING); once {result.tracking_uri} answers, send them with: "
+                  f"srunet train --resend-pending {config.out_dir}", file=sys.stderr)
+            return EXIT_PENDING
+    return 0
+
+
+def _resend(args: argparse.Namespace) -> int:
+    given = [flag for flag, value in (("--config", args.config), ("--recipe", args.recipe),
+             ("--data", args.data), ("--out", args.out), ("--resume", args.resume),
+             ("--stop-at", args.stop_at)) if value is not None] + args.overrides
+    if given:
+        raise ValueError(f"--resend-pending RUN_DIR takes only --tracking-uri, not "
+                         f"{', '.join(given)}")
+    from srunet.training.tracking import resend_pending
+
+    run_id, sent = resend_pending(args.resend_pending, tracking_uri=args.tracking_uri)
+    print(f"sent {sent} kept logging calls of run {run_id}; the MLflow run is complete")
     return 0
 
 
@@ -230,8 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/acquisition.md, 'Wide domain (training v3)')")
     p.set_defaults(func=_simulate)
 
-    p = sub.add_parser("train", help="train the 2x UNet, tracked in MLflow")
-    p.add_argument("--config", type=Path, default=None, help="YAML config (default: built-in)")
+    p = sub.add_parser("train", help="train the 2x UNet, tracked in MLflow",
+                       epilog=f"exit status {EXIT_PENDING}: trained, but the MLflow server never "
+                       "came back to take the run's logging; --resend-pending sends it later")
+    recipe = p.add_mutually_exclusive_group()
+    recipe.add_argument("--config", type=Path, default=None,
+                        help="YAML config file (default: the built-in release recipe)")
+    recipe.add_argument("--recipe", default=None, metavar="NAME",
+                        help="a recipe shipped with srunet (training/NAME.yaml, also in the "
+                             "wheel): finetune (from the release weights), kidney, v3")
     p.add_argument("--data", type=Path, default=None, help="data folder with lr/ and hr/")
     p.add_argument("--out", type=Path, default=None, help="run folder (checkpoints, mlflow.db)")
     p.add_argument("--tracking-uri", default=None,
@@ -240,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop after this step with a checkpoint, schedule unchanged; --resume "
                         "continues it exactly (e.g. a long run split over sessions)")
+    p.add_argument("--resend-pending", type=Path, default=None, metavar="RUN_DIR",
+                   help="instead of training: send the logging a lost MLflow server never took "
+                        "(RUN_DIR/mlflow_pending/) and mark the run finished; --tracking-uri if "
+                        "the server moved")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. train.max_minutes=30 model.depth=4 (the "
                         "defaults are the release recipe, training/config.py)")

@@ -103,7 +103,7 @@ def test_release_config_is_valid_and_describes_the_released_network():
     assert steps == ["zero_mean_unit_variance"] and config.data.normalization == "mean_std"
 
 
-def test_fine_tuning_recipe_fits_the_release(monkeypatch):
+def test_fine_tuning_recipe_fits_the_release():
     """training/finetune.yaml (the README recipe, bench/finetune.py) starts from the committed
     release weights: same model section, same normalisation, and the weights load into it."""
     from pathlib import Path
@@ -115,9 +115,8 @@ def test_fine_tuning_recipe_fits_the_release(monkeypatch):
     from srunet.training.resume import load_initial_weights
 
     root = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(root)  # init_from is relative to the checkout, as in the README
     config = load_config(root / "training" / "finetune.yaml", ["data.root=unused"])
-    assert config.train.init_from == Path("model/release/weights.pt")
+    assert config.train.init_from == root / "model" / "release" / "weights.pt"  # `release`
     assert config.train.max_minutes is not None and config.data.normalization == "mean_std"
     released = yaml.safe_load((root / "rdf.yaml").read_text())
     assert released["weights"]["pytorch_state_dict"]["architecture"]["kwargs"] == config.model.model_dump()
@@ -126,3 +125,31 @@ def test_fine_tuning_recipe_fits_the_release(monkeypatch):
     release = torch.load(root / "model" / "release" / "weights.pt", weights_only=True)
     for key, value in model.state_dict().items():
         assert torch.equal(value, release[key]), key
+
+
+def test_packaged_recipe_starts_from_the_installed_release(tmp_path, monkeypatch):
+    """`srunet train --recipe finetune` needs no checkout: the recipe is package data and its
+    `train.init_from: release` is the installed package's weights, from any folder."""
+    from srunet.training.config import recipe_path, recipes, release_weights
+
+    monkeypatch.chdir(tmp_path)  # no model/release/ here
+    assert {"finetune", "kidney", "v3"} <= set(recipes()) and "publication" not in recipes()
+    config = load_config(recipe_path("finetune"))
+    weights = config.train.init_from
+    assert weights == release_weights() and weights.is_absolute() and weights.is_file()
+    assert weights.parent.name == "release" and config.train.max_minutes == 15
+    assert load_config(None, ["train.init_from=release"]).train.init_from == weights
+    plain = load_config(None, ["train.init_from=mine/weights.pt"]).train.init_from
+    assert str(plain) == "mine/weights.pt"  # a path stays a path
+    with pytest.raises(ValueError, match=r"--recipe kidny: no such.*finetune, kidney, v3"):
+        recipe_path("kidny")
+
+
+def test_recipe_and_config_are_exclusive(capsys):
+    from srunet.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--recipe", "finetune"])
+    assert args.recipe == "finetune" and args.config is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--recipe", "finetune", "--config", "x.yaml"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -152,3 +152,39 @@ def test_server_that_never_returns_leaves_a_local_list(server, tmp_path, capsys,
     pending = tmp_path / "run" / "mlflow_pending" / "pending.json"
     assert pending.exists() and "log_batch" in pending.read_text()
     assert "did not come back" in capsys.readouterr().err
+
+    # The server comes back: one command sends the kept calls and the run is finished.
+    from mlflow.tracking import MlflowClient
+
+    from srunet.cli import main
+
+    server.start()
+    assert MlflowClient(server.uri).get_run(tracker.run_id).info.status == "RUNNING"
+    assert main(["train", "--resend-pending", str(tmp_path / "run")]) == 0
+    assert tracker.run_id in capsys.readouterr().out
+    client = MlflowClient(server.uri)
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(tracker.run_id, "loss")] == [0.5]
+    assert not pending.parent.exists()  # nothing left to send
+    assert main(["train", "--resend-pending", str(tmp_path / "run")]) == 2  # said, not crashed
+    assert "nothing to resend" in capsys.readouterr().err
+
+
+def test_run_with_unsent_logging_exits_3_and_says_so_last(sim_data, tmp_path, capsys,
+                                                           monkeypatch):
+    """A finished run whose server never took its logging: exit status 3 (cli.EXIT_PENDING)
+    and a last line naming the command that sends it."""
+    import srunet.training.train as train_module
+    from srunet.cli import EXIT_PENDING, main
+    from srunet.training.train import TrainResult
+
+    def trained(config, **kwargs):
+        return TrainResult("http://127.0.0.1:1", "abc123", tmp_path / "best.pt",
+                           tmp_path / "last.pt", {}, {}, pending=4)
+
+    monkeypatch.setattr(train_module, "train", trained)
+    code = main(["train", "--data", str(sim_data), "--out", str(tmp_path / "run")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == EXIT_PENDING == 3
+    assert "4 logging calls of run abc123" in last and "RUNNING" in last
+    assert f"srunet train --resend-pending {tmp_path / 'run'}" in last

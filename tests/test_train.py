@@ -10,7 +10,7 @@ import torch
 
 from srunet.model.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from srunet.training.config import flatten, load_config
-from srunet.training.train import train
+from srunet.training.train import Trainer, train
 
 
 @pytest.fixture
@@ -162,6 +162,25 @@ def test_wall_clock_budget_fits_the_schedule(run, tmp_path):
     shares = result.time_shares
     assert set(shares) == {"time_share_steps", "time_share_data", "time_share_validation"}
     assert abs(sum(shares.values()) - 1) < 1e-6 and shares["time_share_validation"] > 0
+
+
+def test_budget_only_progress_counts_the_budget(sim_data, tiny_training, tmp_path):
+    """With only train.max_minutes the bar counts the budget's seconds before and after the
+    schedule is fitted: its ETA is the budget's rest, never one from the placeholder length."""
+    config = load_config(None, tiny_training + ["train.max_steps=null", "train.val_every=1",
+                                                "train.max_minutes=0.05"],
+                         data_dir=sim_data, out_dir=tmp_path / "run")
+    seen = []
+    trainer = Trainer(config, on_validation=lambda step, metrics, model: seen.append(
+        (trainer.state.budget_fitted, trainer.progress.total, trainer.progress.unit)))
+    trainer.run()
+    assert seen and all(total == 3 and unit == "s" for _, total, unit in seen)
+    assert seen[-1][0]  # fitted by the end, and the bar still counts the budget
+    bar = load_config(None, tiny_training + ["train.max_steps=2"], data_dir=sim_data,
+                      out_dir=tmp_path / "steps")
+    stepped = Trainer(bar)
+    stepped.run()
+    assert stepped.progress.total == 2 and stepped.progress.unit == "step"
 
 
 def _step_gradients(amp: bool, channels_last: bool, depth: int = 3, base: int = 24,

@@ -84,6 +84,10 @@ def test_predict_after_plain_install_from_any_folder(wheel, tmp_path):
     script = ("import sys, srunet, srunet.cli as c; "
               f"assert srunet.__file__.startswith({str(target)!r}), srunet.__file__; "
               "print('MODEL', c.default_model()); "
+              # the fine-tuning recipe and its release weights, from the wheel (no checkout)
+              "from srunet.training.config import load_config, recipe_path; "
+              "w = load_config(recipe_path('finetune')).train.init_from; "
+              f"assert str(w).startswith({str(target)!r}) and w.is_file(), w; "
               "sys.exit(c.main(['predict', 'in.tif', '--out', 'out']))")
     run = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env,
                          capture_output=True, text=True, timeout=600)

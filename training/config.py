@@ -12,6 +12,7 @@ after ``train.patience`` validations without a better validation PSNR.
 from __future__ import annotations
 
 import ast
+import importlib.resources
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
@@ -113,6 +114,35 @@ class ModelConfig(_Strict):
     residual: bool = unet_defaults()["residual"]
 
 
+RELEASE_KEYWORD = "release"  # train.init_from: the release weights wherever srunet is installed
+NOT_RECIPES = ("publication",)  # package metadata shipped beside the training recipes
+
+
+def release_weights() -> Path:
+    """``weights.pt`` of the release the installed srunet carries (package data
+    ``srunet/model/release/``; in a checkout ``model/release/``)."""
+    return Path(str(importlib.resources.files("srunet.model").joinpath("release", "weights.pt")))
+
+
+def recipes() -> list[str]:
+    """Names of the training recipes shipped as package data (``srunet.training/*.yaml``)."""
+    folder = importlib.resources.files("srunet.training")
+    return sorted(item.name[:-len(".yaml")] for item in folder.iterdir()
+                  if item.name.endswith(".yaml") and item.name[:-len(".yaml")] not in NOT_RECIPES)
+
+
+def recipe_path(name: str) -> Path:
+    """The packaged recipe ``name`` (e.g. ``finetune``), from a checkout or an installed wheel.
+
+    Raises ValueError listing the recipes when there is no such one.
+    """
+    known = recipes()
+    if name not in known:
+        raise ValueError(f"--recipe {name}: no such training recipe; the installed srunet ships "
+                         f"{', '.join(known)} (or give your own file with --config)")
+    return Path(str(importlib.resources.files("srunet.training").joinpath(f"{name}.yaml")))
+
+
 class TrainConfig(_Strict):
     """Optimisation, and when to validate and stop, all counted in optimizer steps."""
 
@@ -154,7 +184,13 @@ class TrainConfig(_Strict):
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: all)")
     init_from: Optional[Path] = Field(
         None, description="fine-tune: start from the weights of this srunet checkpoint or "
-        "package weights.pt (fresh optimiser and schedule; same model and normalisation)")
+        "package weights.pt (fresh optimiser and schedule; same model and normalisation); "
+        f"'{RELEASE_KEYWORD}': the installed package's release weights (checkout or wheel)")
+
+    @field_validator("init_from", mode="before")
+    @classmethod
+    def _release(cls, value):
+        return release_weights() if value == RELEASE_KEYWORD else value
 
 
 class TrackingConfig(_Strict):

@@ -8,7 +8,7 @@ unreachable one fails in seconds with one line instead of MLflow's minutes of re
 lost mid-run never stops training: every call that cannot be sent is kept (files copied under
 ``<out>/mlflow_pending/``), replayed in order when the server answers again (checked at each
 flush, a 3 s probe) or at the end, and what could not be sent by then stays there, listed in
-``pending.json``.
+``pending.json``, which ``srunet train --resend-pending OUT`` (:func:`resend_pending`) replays.
 """
 
 from __future__ import annotations
@@ -109,12 +109,101 @@ class _Resilient:
         shutil.rmtree(self._spool, ignore_errors=True)
         return True
 
-    def save_pending(self) -> None:
-        """List what could not be sent in ``pending.json`` beside the kept files."""
-        self._spool.mkdir(parents=True, exist_ok=True)
-        rows = [{"call": name, "args": [repr(a)[:2000] for a in args], "kwargs": repr(kwargs)}
-                for name, args, kwargs in self.pending]
-        (self._spool / "pending.json").write_text(json.dumps(rows, indent=1))
+    def save_pending(self, run_id: str) -> Path:
+        """Write what could not be sent to ``pending.json`` beside the kept files, in a form
+        :func:`resend_pending` replays; returns its path."""
+        return _write_pending(self._spool, self._uri, run_id, self.pending)
+
+
+PENDING_FORMAT = 1
+
+
+def _encode(value, spool: Path):
+    """JSON form of one argument of an MlflowClient call (entities tagged by type)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    if isinstance(value, Metric):
+        return {"__type__": "Metric", "fields": [value.key, value.value, value.timestamp,
+                                                 value.step]}
+    if isinstance(value, (Param, RunTag)):
+        return {"__type__": type(value).__name__, "fields": [value.key, value.value]}
+    if isinstance(value, (list, tuple)):
+        return [_encode(item, spool) for item in value]
+    if isinstance(value, dict):
+        return {"__type__": "dict", "items": {k: _encode(v, spool) for k, v in value.items()}}
+    if isinstance(value, str) and Path(value).is_relative_to(spool):  # a kept file: the run
+        return {"__type__": "kept", "path": str(Path(value).relative_to(spool))}  # may move
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return {"__type__": "unreplayable", "repr": repr(value)[:2000]}
+
+
+def _decode(value, spool: Path):
+    from mlflow.entities import Metric, Param, RunTag
+
+    if isinstance(value, list):
+        return [_decode(item, spool) for item in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value["__type__"]
+    if kind == "dict":
+        return {k: _decode(v, spool) for k, v in value["items"].items()}
+    if kind == "kept":
+        return str(spool / value["path"])
+    if kind in ("Metric", "Param", "RunTag"):
+        return {"Metric": Metric, "Param": Param, "RunTag": RunTag}[kind](*value["fields"])
+    raise ValueError(f"{spool / 'pending.json'}: an argument cannot be replayed "
+                     f"({value.get('repr', kind)}); send it by hand with MlflowClient")
+
+
+def _write_pending(spool: Path, uri: str, run_id: str, calls: list) -> Path:
+    spool.mkdir(parents=True, exist_ok=True)
+    rows = [{"call": name, "args": [_encode(a, spool) for a in args],
+             "kwargs": {k: _encode(v, spool) for k, v in kwargs.items()}}
+            for name, args, kwargs in calls]
+    target = spool / "pending.json"
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"format": PENDING_FORMAT, "tracking_uri": uri,
+                                   "run_id": run_id, "calls": rows}, indent=1))
+    os.replace(partial, target)  # atomic: a resend that stops half-way leaves a valid list
+    return target
+
+
+def resend_pending(run_dir: Path, tracking_uri: str | None = None) -> tuple[str, int]:
+    """Send the logging calls a lost server never took (``run_dir/mlflow_pending/``), in
+    order, and end the MLflow run if none of them did; returns (run id, calls sent).
+
+    ``tracking_uri`` replaces the recorded server (it moved). Each sent call is dropped from
+    ``pending.json`` at once, so an interrupted resend continues where it stopped; the folder
+    goes once everything is sent.
+    """
+    from mlflow.tracking import MlflowClient
+
+    spool = Path(run_dir) / "mlflow_pending"
+    listing = spool / "pending.json"
+    if not listing.is_file():
+        raise FileNotFoundError(f"{listing} does not exist: nothing to resend for run folder "
+                                f"{run_dir} (give the --out of the `srunet train` run)")
+    saved = json.loads(listing.read_text())
+    if not isinstance(saved, dict) or saved.get("format") != PENDING_FORMAT:
+        raise ValueError(f"{listing} was written by an older srunet and lists the calls for "
+                         "reading only; it cannot be replayed")
+    uri, run_id = tracking_uri or saved["tracking_uri"], saved["run_id"]
+    check_server(uri)  # one line in seconds if it is still away
+    client = MlflowClient(uri)
+    calls = [(row["call"], tuple(_decode(a, spool) for a in row["args"]),
+              {k: _decode(v, spool) for k, v in row["kwargs"].items()}) for row in saved["calls"]]
+    sent = 0
+    while calls:
+        name, args, kwargs = calls[0]
+        getattr(client, name)(*args, **kwargs)
+        calls.pop(0)
+        sent += 1
+        _write_pending(spool, saved["tracking_uri"], run_id, calls)
+    if client.get_run(run_id).info.status == "RUNNING":  # the end itself was sent earlier
+        client.set_terminated(run_id, status="FINISHED")
+    shutil.rmtree(spool)
+    return run_id, sent
 
 
 class Tracker:
@@ -178,16 +267,17 @@ class Tracker:
         self.client.set_tag(self.run_id, "data_sha256", combined)
         return combined
 
-    def end(self, status: str = "FINISHED") -> None:
-        """Flush, end the run, and wait (bounded) for a lost server to take the queue."""
+    def end(self, status: str = "FINISHED") -> int:
+        """Flush, end the run, and wait (bounded) for a lost server to take the queue; returns
+        how many calls it never took (kept for :func:`resend_pending`)."""
         self.flush()
         self.client.set_terminated(self.run_id, status=status)
         for attempt in range(self.END_RETRIES):
             if self.client.retry():
-                return
+                return 0
             time.sleep(self.END_WAIT_S)
-        self.client.save_pending()
+        listing = self.client.save_pending(self.run_id)
         print(f"MLflow server {self.uri} did not come back: {len(self.client.pending)} logging "
-              f"calls of run {self.run_id} were not sent; they are listed in "
-              f"{self.client._spool / 'pending.json'} (checkpoints are in the run folder)",
-              file=sys.stderr)
+              f"calls of run {self.run_id} were not sent; they are kept in {listing} "
+              f"(checkpoints are in the run folder)", file=sys.stderr)
+        return len(self.client.pending)

@@ -54,6 +54,7 @@ class TrainResult:
     last_checkpoint: Path
     metrics: dict
     time_shares: dict  # of the loop's wall time: steps, data, validation (see _time_shares)
+    pending: int = 0  # logging calls a lost MLflow server never took (tracking.resend_pending)
 
 
 def _distributed() -> tuple[int, int]:
@@ -125,8 +126,8 @@ class Trainer:
         if init_from is not None and resume is None and not Path(init_from).is_file():
             raise FileNotFoundError(
                 f"train.init_from={init_from}: no such file (relative paths start at the current "
-                f"folder, {Path.cwd()}); run from the srunet checkout (training/finetune.yaml "
-                "points to model/release/weights.pt) or give the weights' absolute path")
+                f"folder, {Path.cwd()}); give the weights' absolute path, or "
+                "train.init_from=release for the installed release's weights")
         self._load_data()
         self.total_steps = config.train.max_steps or UNFITTED_TOTAL
         self.state = TrainState(schedule_total=self.total_steps, warmup_steps=config.train.warmup_steps)
@@ -215,12 +216,10 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train to the configured end (or early stop), then log the best checkpoint's report."""
         self.model.train()
-        self.time_shares, self.paused = {}, False
+        self.time_shares, self.paused, self.pending = {}, False, 0
         status = "FAILED"
         try:
-            total = None if self.total_steps == UNFITTED_TOTAL else self.total_steps
-            self.progress = tqdm(total=total, initial=self.state.step,
-                                 disable=self.rank != 0, desc="training", unit="step")
+            self.progress = self._progress_bar()
             started = time.perf_counter()
             self._loop()
             self.progress.close()
@@ -231,13 +230,25 @@ class Trainer:
                 self._finish(status)
         result = TrainResult(self.tracker.uri if self.tracker else "", self.state.run_id or "",
                              self.best_path, self.last_path, self.state.metrics,
-                             self.time_shares)
+                             self.time_shares, self.pending)
         if self.world > 1:
             # Rank 0 still writes the final report: tearing gloo down on one rank while the
             # other is busy aborted the process at exit ("terminate called ...") now and then.
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
         return result
+
+    def _progress_bar(self) -> tqdm:
+        """Steps towards ``train.max_steps``; with only ``train.max_minutes``, the budget's
+        seconds (step count beside), so the ETA is the budget's rest, never a guess from the
+        placeholder length (UNFITTED_TOTAL) or from a schedule fitted on a few steps."""
+        budget = self.config.train.max_minutes
+        self.time_bar = self.config.train.max_steps is None
+        if self.time_bar:
+            return tqdm(total=round(60 * budget), initial=int(self.state.train_seconds),
+                        disable=self.rank != 0, desc="training (time budget)", unit="s")
+        return tqdm(total=self.total_steps, initial=self.state.step, disable=self.rank != 0,
+                    desc="training", unit="step")
 
     def _loop(self) -> None:
         """Steps until the end, an early stop or ``stop_at``; a validation every
@@ -293,9 +304,12 @@ class Trainer:
         # Summed on the device: reading a loss back every step would stall a GPU.
         self.loss_sum += loss.detach().double()
         self.state.interval_batches += 1
-        self.progress.update(1)
+        if self.time_bar:  # whole seconds of the budget spent (validations included)
+            self.progress.update(max(0, int(time.perf_counter() - self.started) - self.progress.n))
+        else:
+            self.progress.update(1)
         if self.state.step % LOG_EVERY == 0:
-            self.progress.set_postfix(loss=f"{loss.detach().item():.4f}")
+            self.progress.set_postfix(step=self.state.step, loss=f"{loss.detach().item():.4f}")
 
     def _fit_schedule_to_budget(self) -> None:
         """With ``train.max_minutes``: once a tenth of the budget is spent, end the schedule
@@ -318,7 +332,8 @@ class Trainer:
             return
         self.total_steps = state.schedule_total = fitted[1]
         state.warmup_steps, state.budget_fitted = fitted[2], True
-        self.progress.total = self.total_steps
+        if not self.time_bar:  # a steps bar ends where the schedule now ends
+            self.progress.total = self.total_steps
         self.progress.write(f"train.max_minutes={budget:g}: {1000 * elapsed / state.step:.0f} ms "
                             f"per step so far; the schedule now ends at step {self.total_steps}")
 
@@ -406,7 +421,7 @@ class Trainer:
                                           Path(tmp) / "validation_report")
                     tracker.client.log_artifacts(tracker.run_id, str(report), "validation_report")
         finally:
-            tracker.end(status)
+            self.pending = tracker.end(status)
 
 
 def train(config: Config, resume: Path | None = None, *, stop_at: int | None = None,
