@@ -63,8 +63,8 @@ Accuracy on real confocal/ISM pairs is **not** established by this training. Che
 own pairs (`srunet evaluate --model rdf.yaml --lr LR_DIR --hr HR_DIR --out REPORT`) and, for real
 use, fine-tune these weights on your own pairs with the srunet training module: register them
 (`srunet pairs RAW --out DIR`, DIR then holds `lr/` and `hr/` TIFF pairs on the exact 2x grid),
-run `srunet train --config training/finetune.yaml --data DIR` (starts from this package's
-`weights.pt`; on simulated cases 95 % of the final gain came within the first minute on 2 CPU
+run `srunet train --recipe finetune --data DIR` (starts from the released `weights.pt`,
+`train.init_from: release`; on simulated cases 95 % of the final gain came within the first minute on 2 CPU
 cores, and 4 crops of 80x80 px from a microscope outside the contract lifted it from below
 bicubic to +2 dB), then `srunet package --checkpoint BEST.pt --out PKG`."""
 
