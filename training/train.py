@@ -12,7 +12,6 @@ and loop state is in the checkpoint.
 from __future__ import annotations
 
 import math
-import os
 import random
 import shutil
 import sys
@@ -35,6 +34,7 @@ from srunet.training.config import Config
 from srunet.training.losses import schedule_factor
 from srunet.training.resume import (TrainState, check_resume, load_initial_weights,
                                     normalization_entry, rng_state, set_rng_state)
+from srunet.training.runtime import device_for, distributed, time_shares
 from srunet.training.step import autocast_enabled, to_batch, to_memory_format, training_step
 from srunet.training.tracking import Tracker
 from srunet.training.validate import final_report, prepare_validation, save_preview, validate
@@ -55,35 +55,6 @@ class TrainResult:
     metrics: dict
     time_shares: dict  # of the loop's wall time: steps, data, validation (see _time_shares)
     pending: int = 0  # logging calls a lost MLflow server never took (tracking.resend_pending)
-
-
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    rank = torch.distributed.get_rank() if world > 1 else 0
-    return rank, world
-
-
-def _device(config: Config, rank: int) -> torch.device:
-    want = config.train.device
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ValueError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
-        index = int(os.environ.get("LOCAL_RANK", rank))
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device("cpu")
-
-
-def _time_shares(timing: dict, wall: float) -> dict:
-    """Shares of the loop's wall time spent waiting for data, validating (with checkpoints and
-    logging) and in optimizer steps (the rest). A GPU-ready loop keeps the last near 1."""
-    wall = max(wall, 1e-9)
-    shares = {f"time_share_{key}": value / wall for key, value in timing.items()}
-    shares["time_share_steps"] = max(0.0, 1.0 - sum(shares.values()))
-    return shares
 
 
 class Trainer:
@@ -112,8 +83,8 @@ class Trainer:
         self.on_validation, self.stop_at = on_validation, stop_at
         if stop_at is not None and stop_at < 1:
             raise ValueError(f"stop_at must be a step >= 1, got {stop_at}")
-        self.rank, self.world = _distributed()
-        self.device = _device(config, self.rank)
+        self.rank, self.world = distributed()
+        self.device = device_for(config, self.rank)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         self.out_dir = Path(config.out_dir).resolve()
@@ -223,7 +194,7 @@ class Trainer:
             started = time.perf_counter()
             self._loop()
             self.progress.close()
-            self.time_shares = _time_shares(self.timing, time.perf_counter() - started)
+            self.time_shares = time_shares(self.timing, time.perf_counter() - started)
             status = "FINISHED"
         finally:
             if self.tracker is not None:
