@@ -50,7 +50,7 @@ from srunet.normalization import EPS, MEAN_STD, method_of
 from srunet.model.publication import Publication, load_publication
 from srunet.model.unet import SRUNet
 from srunet.model.zoo_format import (make_runner_compatible, reproducible_torchscript, reroot_rdf,
-                                     zip_folder)
+                                     run_bioimageio_test, zip_folder)
 from srunet.simulation.simulator import simulate_pair
 from srunet.tiff import write_tensor_tiff
 
@@ -277,21 +277,6 @@ def _write_files(checkpoint: dict, folder: Path, sample: dict | None, publicatio
         name=NAME, checkpoint=checkpoint, record=record, publication=publication),
         encoding="utf-8")
     return describe(src, checkpoint, blocks, arch_sha256=arch, publication=publication)
-
-
-def run_bioimageio_test(source: Path) -> None:
-    """``bioimageio.core.test_model`` on a written package, all weight formats, offline.
-
-    Raises
-    ------
-    RuntimeError
-        With the full validation summary text when the status is not "passed".
-    """
-    from bioimageio.core import test_model
-
-    summary = test_model(source)
-    if summary.status != "passed":
-        raise RuntimeError(f"bioimageio test failed for {source}:\n{summary.format()}")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -174,3 +174,18 @@ def zip_folder(folder: Path, out: Path) -> Path:
             info.external_attr = 0o644 << 16
             archive.writestr(info, (folder / name).read_bytes())
     return out
+
+
+def run_bioimageio_test(source: Path) -> None:
+    """``bioimageio.core.test_model`` on a written package, all weight formats, offline.
+
+    Raises
+    ------
+    RuntimeError
+        With the full validation summary text when the status is not "passed".
+    """
+    from bioimageio.core import test_model
+
+    summary = test_model(source)
+    if summary.status != "passed":
+        raise RuntimeError(f"bioimageio test failed for {source}:\n{summary.format()}")

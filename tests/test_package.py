@@ -396,48 +396,8 @@ def test_zip_and_folder_load(tiny_zip, tiny_package):
 def test_release_at_repository_root(tmp_path):
     """The committed release (rdf.yaml at the root, files in model/release/) passes the harness."""
     rdf = REPO_ROOT / "rdf.yaml"
-    if not rdf.is_file():
-        pytest.skip(f"no release yet: {rdf} does not exist (the lead commits it with "
-                    "srunet.model.package.export_release)")
+    assert rdf.is_file(), f"the committed release lacks {rdf}"
     _bioimageio_test(rdf)
     descr = load_model(rdf)
     check_formats(descr, _image((97, 131)))
     assert check_block_artifacts(rdf, tmp_path, 1, 5) < 1.3
-
-
-@pytest.mark.slow
-def test_export_release_layout(tiny_checkpoint, tmp_path, make_pair):
-    """export_release writes rdf.yaml at the root pointing into model/release/, and it passes."""
-    from srunet.model.package import export_release
-
-    rdf = export_release(tiny_checkpoint, tmp_path, run_test=True, sample=make_pair(2))
-    assert rdf == tmp_path / "rdf.yaml"
-    # The release's own rdf.yaml (what the wheel ships) is the root one with plain file names.
-    inner = tmp_path / "model" / "release" / "rdf.yaml"
-    assert inner.read_text() == rdf.read_text().replace("model/release/", "")
-    assert "model/release/weights.onnx" in rdf.read_text()
-    assert "format_version: 0.5.10" in rdf.read_text()  # the zoo runner's spec reads it
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "rdf.yaml"]  # no leftovers
-    with pytest.raises(FileExistsError):
-        export_release(tiny_checkpoint, tmp_path, run_test=False, sample=make_pair(2))
-
-
-@pytest.mark.slow
-def test_reexport_from_package_is_byte_identical(tiny_package, tmp_path, make_pair):
-    """`srunet package --checkpoint rdf.yaml` with the same sample: every file of the package
-    (weights in three formats, tensors, card, metrics.json, cover, rdf.yaml) comes out the same."""
-    from srunet.model.from_package import checkpoint_from_package
-
-    checkpoint = checkpoint_from_package(tiny_package)
-    # as after a training run in the same process (the trainer sets it on CPU): the traced
-    # code must not depend on it
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        again = build_package(checkpoint, tmp_path / "again", run_test=False, sample=make_pair(1))
-    finally:
-        torch.use_deterministic_algorithms(False)
-    names = sorted(p.name for p in tiny_package.parent.iterdir())
-    assert sorted(p.name for p in again.parent.iterdir()) == names
-    differ = [n for n in names
-              if (again.parent / n).read_bytes() != (tiny_package.parent / n).read_bytes()]
-    assert differ == []

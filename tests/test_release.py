@@ -12,7 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+from srunet.model import package
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RELEASE = REPO_ROOT / "model" / "release"
@@ -129,3 +132,39 @@ def test_release_rebuilds_bit_identically_from_its_weights(tmp_path):
     if (tmp_path / "rdf.yaml").read_bytes() != (REPO_ROOT / "rdf.yaml").read_bytes():
         differ.append("rdf.yaml (root)")
     assert differ == [], f"rebuilt release differs in {differ}: {REGENERATE}"
+
+
+@pytest.mark.slow
+def test_export_release_layout(tiny_checkpoint, tmp_path, make_pair):
+    """export_release writes rdf.yaml at the root pointing into model/release/, and it passes."""
+    rdf = package.export_release(tiny_checkpoint, tmp_path, run_test=True, sample=make_pair(2))
+    assert rdf == tmp_path / "rdf.yaml"
+    # The release's own rdf.yaml (what the wheel ships) is the root one with plain file names.
+    inner = tmp_path / "model" / "release" / "rdf.yaml"
+    assert inner.read_text() == rdf.read_text().replace("model/release/", "")
+    assert "model/release/weights.onnx" in rdf.read_text()
+    assert "format_version: 0.5.10" in rdf.read_text()  # the zoo runner's spec reads it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "rdf.yaml"]  # no leftovers
+    with pytest.raises(FileExistsError):
+        package.export_release(tiny_checkpoint, tmp_path, run_test=False, sample=make_pair(2))
+
+
+@pytest.mark.slow
+def test_reexport_from_package_is_byte_identical(tiny_package, tmp_path, make_pair):
+    """`srunet package --checkpoint rdf.yaml` with the same sample: every file of the package
+    (weights in three formats, tensors, card, metrics.json, cover, rdf.yaml) comes out the same."""
+    from srunet.model.from_package import checkpoint_from_package
+
+    checkpoint = checkpoint_from_package(tiny_package)
+    # as after a training run in the same process (the trainer sets it on CPU): the traced
+    # code must not depend on it
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        again = package.build_package(checkpoint, tmp_path / "again", run_test=False, sample=make_pair(1))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    names = sorted(p.name for p in tiny_package.parent.iterdir())
+    assert sorted(p.name for p in again.parent.iterdir()) == names
+    differ = [n for n in names
+              if (again.parent / n).read_bytes() != (tiny_package.parent / n).read_bytes()]
+    assert differ == []
