@@ -80,7 +80,7 @@ def plot_coverage(curve: dict, bins: dict, path, *, title: str = "error bar cove
     left.legend(fontsize=8)
     right.axhspan(LEVEL - 0.03, LEVEL + 0.03, color="0.9", label=f"{LEVEL:.0%} +- 3 %")
     right.plot(np.arange(1, len(bins["coverage"]) + 1), bins["coverage"], "o-")
-    right.set_xlabel("TTA spread bin (equal counts, low -> high)")
+    right.set_xlabel("bin of TTA spread / input std (equal counts)")
     right.set_ylabel(f"coverage at {bins['z']:g} sigma")
     right.set_ylim(0, 1)
     right.legend(fontsize=8, loc="lower right")
@@ -111,7 +111,9 @@ def summarise(folder: Path, pooled: dict, calibration: Calibration | None, data:
         entries["fitted_calibration"] = {**fitted.model_dump(), "file": CALIBRATION_FILE}
     if calibration is not None:
         errors, sigmas, z = pooled["error_output"], pooled["sigma"], calibration.z
-        bins = binned_coverage(errors, sigmas, pooled["tta_std"], z=z)
+        # bins of the spread relative to the input's scale: comparable across images
+        relative = [s / k for s, k in zip(pooled["tta_std"], pooled["scale"])]
+        bins = binned_coverage(errors, sigmas, relative, z=z)
         curve = coverage_curve(errors, sigmas)
         plot_coverage(curve, bins, folder / FIGURE)
         entries["error_bar"] = {"calibration": calibration.model_dump(), "z": z,

@@ -280,7 +280,7 @@ def summary_markdown(report: dict) -> str:
                   f"panel) is a **relative** map: on these images the actual RMS error is "
                   f"{_fmt(ratio)} times the RMS spread (1 would be calibrated), so it "
                   f"underestimates the error about {ratio:.0f}-fold. It shows *where* the model "
-                  "is less sure; the calibrated sigma below (a scaled spread plus a floor) "
+                  "is less sure; a calibrated sigma (below) "
                   "says *how large* the error is.", "",
                   f"![calibration]({report['calibration_figure']})"]
         lines += _error_bar_lines(report)

@@ -35,8 +35,9 @@ from srunet.evaluation import error_bar
 from srunet.evaluation.consistency import consistency_map
 from srunet.evaluation.metrics import (DATA_RANGE_PERCENTILES, all_metrics, fit_gain_offset,
                                        gain_offset, upsample_bicubic)
-from srunet.evaluation.uncertainty import (Calibration, calibration, error_spread_ratio,
-                                           plot_calibration, tta_predictions)
+from srunet.evaluation.uncertainty import Calibration, error_spread_ratio, plot_calibration
+from srunet.evaluation.uncertainty import calibration as spread_calibration
+from srunet.evaluation.uncertainty import tta_predictions
 from srunet.files import check_output_dir, swap_into_place
 from srunet.geometry import SCALE
 from srunet.store import experiment_id
@@ -375,7 +376,7 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
                                "lr_pixel_nm": contract.LR_PIXEL_NM, "hr_pixel_nm": contract.HR_PIXEL_NM},
                   "overall": overall, "images": images}
         if tta:
-            calib = calibration(stds, errors)
+            calib = spread_calibration(stds, errors)
             plot_calibration(calib, tmp / "figures" / "calibration.png")
             report["calibration_figure"] = "figures/calibration.png"
             overall["tta_calibration_ratio"] = calib["ratio"]

@@ -271,7 +271,9 @@ should contain what an **independent ISM acquisition of the same field** records
 the output's scale by a least-squares gain and offset) in {level} % of the pixels: sigma was
 fitted to the error against noisy ISM targets, so it includes the target's own noise, and it
 is an interval for another acquisition, not for the noise-free specimen. It holds on average
-over pixels (errors are correlated in space), not for every single pixel.
+over pixels (errors are correlated in space), not for every single pixel, and only at +-{z}
+sigma: the errors have heavier tails than a Gaussian, so wider intervals cover less than the
+Gaussian share (the coverage plot of `srunet evaluate` shows by how much).
 
 Fitted on {data} ({images} images; {fit} % at +-{z} sigma there). Coverage at +-{z} sigma measured on
 pairs it was not fitted on:

@@ -409,6 +409,9 @@ def evaluate_package(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None
     calibrated error bar, or of ``calibration`` (a ``Calibration`` or a calibration.json path)
     instead, and ``calibration.json``, one fitted on these pairs. Returns ``summary.md``.
     """
+    if calibration is not None and not uncertainty:
+        raise ValueError("--calibration measures an error bar's coverage, which needs the "
+                         "test-time augmentation: drop --no-uncertainty (uncertainty=False)")
     descr = load_model(model)
     if calibration is not None and not isinstance(calibration, Calibration):
         calibration = load_calibration(calibration)
