@@ -196,6 +196,33 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def _error_bar_lines(report: dict) -> list[str]:
+    """The summary's error-bar paragraph: the package's calibrated sigma, the fitted one."""
+    bar, fitted = report.get("error_bar"), report.get("fitted_calibration")
+    lines = ["", "### Error bar (calibrated sigma)", ""]
+    if bar:
+        c, cover = bar["calibration"], bar["coverage"]
+        lines += [f"The package's error bar (sigma = sqrt(({c['spread_factor']:.3g} x TTA spread)^2 "
+                  f"+ ({c['floor']:.3g} x input std)^2), fitted on {c['data']}) covers "
+                  f"**{100 * cover:.1f} %** of these pixels at +-{bar['z']:g} sigma (nominal "
+                  f"{100 * c['level']:.0f} %; it held {100 * c['coverage']:.1f} % where it was "
+                  "fitted). Per TTA-spread bin (low to high): "
+                  + ", ".join(f"{100 * v:.0f} %" for v in bar["bins"]["coverage"]) + ". The "
+                  "error is the prediction minus the target on the output's scale, so the "
+                  "interval is for an independent ISM acquisition of the same field.", "",
+                  f"![coverage]({bar['figure']})", ""]
+    else:
+        lines += ["The package ships no calibrated error bar, so no coverage is reported.", ""]
+    if fitted and "file" in fitted:
+        lines += [f"`{fitted['file']}`: an error bar fitted on these pairs (spread factor "
+                  f"{fitted['spread_factor']:.3g}, floor {fitted['floor']:.3g} x input std; "
+                  f"{100 * fitted['coverage']:.1f} % at +-{fitted['z']:g} sigma here). Ship it "
+                  "with `srunet package --calibration` once checked on other pairs."]
+    elif fitted:
+        lines += [f"No error bar could be fitted on these pairs: {fitted['error']}"]
+    return lines
+
+
 def summary_markdown(report: dict) -> str:
     """The one-page ``summary.md``: headline table, trust checks, per-image figures, definitions."""
     overall, images = report["overall"], report["images"]
@@ -249,13 +276,14 @@ def summary_markdown(report: dict) -> str:
     if report.get("calibration_figure"):
         ratio = overall["tta_calibration_ratio"]
         lines += ["", "### Uncertainty (test-time augmentation)", "",
-                  f"The spread of the 8 rotated/flipped predictions is shown as a **relative** map: "
-                  f"it is not calibrated. On these images the actual RMS error is "
-                  f"{_fmt(ratio)} times the RMS spread (1 would be calibrated), so the spread "
-                  f"underestimates the error about {ratio:.0f}-fold. Use it to see *where* the model "
-                  "is less sure, not *how large* the error is; the error itself is only known "
-                  "against a real target, as in this report.", "",
+                  f"The raw spread of the 8 rotated/flipped predictions (the figures' spread "
+                  f"panel) is a **relative** map: on these images the actual RMS error is "
+                  f"{_fmt(ratio)} times the RMS spread (1 would be calibrated), so it "
+                  f"underestimates the error about {ratio:.0f}-fold. It shows *where* the model "
+                  "is less sure; a calibrated sigma (below) "
+                  "says *how large* the error is.", "",
                   f"![calibration]({report['calibration_figure']})"]
+        lines += _error_bar_lines(report)
     lines += ["", "## Images", ""]
     for name, record in images.items():
         lines += [f"![{name}]({record['figure']})", ""]

@@ -31,11 +31,13 @@ from skimage.filters import threshold_otsu
 
 from srunet.physics import contract
 from srunet.evaluation import figures, frc
+from srunet.evaluation import error_bar
 from srunet.evaluation.consistency import consistency_map
 from srunet.evaluation.metrics import (DATA_RANGE_PERCENTILES, all_metrics, fit_gain_offset,
                                        gain_offset, upsample_bicubic)
-from srunet.evaluation.uncertainty import (calibration, error_spread_ratio, plot_calibration,
-                                           tta_predictions)
+from srunet.evaluation.uncertainty import Calibration, error_spread_ratio, plot_calibration
+from srunet.evaluation.uncertainty import calibration as spread_calibration
+from srunet.evaluation.uncertainty import tta_predictions
 from srunet.files import check_output_dir, swap_into_place
 from srunet.geometry import SCALE
 from srunet.store import experiment_id
@@ -133,11 +135,14 @@ def _predict(predict_fn, lr, name):
 
 
 def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False,
-                 score_tta_mean: bool = True):
+                 score_tta_mean: bool = True, calibration: Calibration | None = None,
+                 output_scale: Callable = error_bar.camera_scale):
     """All numbers (dict) and arrays (dict) for one pair; see the module notes for their meaning.
 
     With ``tta`` the 8 dihedral predictions give the spread; the SR scored is their mean
-    (``score_tta_mean``) or the plain prediction (transform 0, what ``srunet predict`` writes).
+    (``score_tta_mean``) or the plain prediction (transform 0, what ``srunet predict`` writes),
+    and the error bar's quantities (``error_bar.pair_error_bar``; ``calibration``,
+    ``output_scale`` as for :func:`evaluate_arrays`).
     """
     lr, hr = pair.lr, pair.hr
     if tta:
@@ -181,6 +186,7 @@ def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False,
         "uncertainty": None if std is None else {
             "mean_std": float(std.mean()), "max_std": float(std.max()),
             "calibration_ratio": error_spread_ratio(abs(gain) * std, error)},
+        "error_bar": None,
         "figure": f"figures/{pair.name}.png", "arrays": f"arrays/{pair.name}.npz",
     }
     arrays = {"lr": lr, "hr": hr, "sr": sr, "sr_fitted": sr_fit, "bicubic": bicubic, "mask": mask,
@@ -190,6 +196,9 @@ def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False,
         arrays[f"frc_{key}_freq_per_nm"], arrays[f"frc_{key}_correlation"] = freq, corr
     if std is not None:
         arrays["tta_std"] = std
+        record["error_bar"], extra = error_bar.pair_error_bar(
+            lr, std, error, gain, calibration=calibration, output_scale=output_scale)
+        arrays.update(extra)
     return record, arrays
 
 
@@ -300,7 +309,8 @@ def log_to_mlflow(report_dir: Path, report: dict, tracking_uri: str) -> str:
 def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarray], out_dir, *,
                     overwrite: bool = False, tracking_uri: str | None = None,
                     model_name: str = "predict callable", tta: bool = False,
-                    score_tta_mean: bool = True) -> Path:
+                    score_tta_mean: bool = True, calibration: Calibration | None = None,
+                    output_scale: Callable = error_bar.camera_scale, data: str = "") -> Path:
     """Write the full report for in-memory pairs and a predict callable; return ``summary.md``.
 
     Parameters
@@ -322,6 +332,11 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
     score_tta_mean : bool
         With ``tta``: score the TTA mean (training's validation) or, if False, the plain
         prediction, so the metrics do not depend on ``tta``.
+    calibration, output_scale, data
+        With ``tta``: an error bar (a package's) whose coverage is measured, with a figure;
+        LR -> the input's normalisation scale in the prediction's units (default: camera units;
+        ``lambda lr: 1.0`` for normalised predictions); what the pairs are. ``tta`` also writes
+        ``calibration.json``, an error bar fitted on these pairs (``error_bar.summarise``).
     """
     out_dir = Path(out_dir)
     pairs = _as_pairs(pairs)
@@ -330,10 +345,12 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         images, stds, errors = {}, [], []
+        pooled = {"tta_std": [], "error_output": [], "sigma": [], "scale": []}
         for pair in pairs:
             try:
                 record, arrays = analyse_pair(pair, predict_fn, tta=tta,
-                                              score_tta_mean=score_tta_mean)
+                                              score_tta_mean=score_tta_mean,
+                                              calibration=calibration, output_scale=output_scale)
             except ValueError as error:  # name the image: the numeric code does not know it
                 raise ValueError(f"image {pair.name!r}: {error}") from error
             images[pair.name] = record
@@ -343,6 +360,10 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
                 # std in target units, like the error
                 stds.append(abs(record["target_fit"]["gain"]) * arrays["tta_std"])
                 errors.append(arrays["error"])
+                if record["error_bar"] is not None:
+                    for key in ("tta_std", "error_output", "sigma"):
+                        pooled[key].append(arrays.get(key))
+                    pooled["scale"].append(record["error_bar"]["input_scale"])
         overall = _overall(images)
         report = {"model": model_name,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -355,11 +376,15 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
                                "lr_pixel_nm": contract.LR_PIXEL_NM, "hr_pixel_nm": contract.HR_PIXEL_NM},
                   "overall": overall, "images": images}
         if tta:
-            calib = calibration(stds, errors)
+            calib = spread_calibration(stds, errors)
             plot_calibration(calib, tmp / "figures" / "calibration.png")
             report["calibration_figure"] = "figures/calibration.png"
             overall["tta_calibration_ratio"] = calib["ratio"]
             report["calibration"] = {k: np.asarray(v).tolist() for k, v in calib.items()}
+            report.update(error_bar.summarise(tmp, pooled, calibration,
+                                              data or f"{len(pairs)} pairs, {model_name}"))
+            if report["error_bar"]:
+                overall["error_bar_coverage"] = report["error_bar"]["coverage"]
         # Figures last: the spread panel quotes the calibration measured over all images.
         for name, record in images.items():
             _draw(tmp, name, record, overall.get("tta_calibration_ratio"))
@@ -379,11 +404,14 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
 def evaluate_folders(predict_fn: Callable[[np.ndarray], np.ndarray], *, lr_dir, hr_dir, out_dir,
                      tracking_uri: str | None = None, overwrite: bool = False,
                      lr_repeat_dir=None, hr_repeat_dir=None,
-                     model_name: str = "predict callable", tta: bool = False) -> Path:
+                     model_name: str = "predict callable", tta: bool = False,
+                     calibration: Calibration | None = None,
+                     output_scale: Callable = error_bar.camera_scale) -> Path:
     """:func:`evaluate_arrays` on paired TIFF folders (paired by name); returns ``summary.md``.
 
     ``tta``: also the test-time-augmentation spread and its calibration; the metrics stay those
-    of the plain prediction (what ``srunet predict`` writes).
+    of the plain prediction (what ``srunet predict`` writes). ``calibration``, ``output_scale``:
+    see :func:`evaluate_arrays`.
 
     ``lr_repeat_dir`` / ``hr_repeat_dir``: second noise realisations of the same fields (same
     names), for two-image FRC (``srunet simulate --repeats`` writes them). Every pairing error
@@ -409,4 +437,7 @@ def evaluate_folders(predict_fn: Callable[[np.ndarray], np.ndarray], *, lr_dir, 
 
     return evaluate_arrays(pairs(), predict_fn, out_dir, overwrite=overwrite,
                            tracking_uri=tracking_uri, model_name=model_name, tta=tta,
-                           score_tta_mean=False)
+                           score_tta_mean=False, calibration=calibration,
+                           output_scale=output_scale,
+                           data=f"{len(files)} pairs of {Path(lr_dir).resolve().parent.name}/"
+                                f"{Path(lr_dir).name}")

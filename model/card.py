@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from srunet.evaluation.uncertainty import Calibration
 from srunet.physics import contract
 from srunet.geometry import hr_slices
 from srunet.normalization import EPS, MEAN_STD, method_of
@@ -163,7 +164,7 @@ def _pair(model: dict, bicubic: dict) -> dict:
 
 
 def card_record(*, checkpoint: dict, input_halo: int, min_size: int, step: int, grid: int,
-                sample_metrics: dict | None) -> dict:
+                sample_metrics: dict | None, error_bar: dict | None = None) -> dict:
     """The numbers of the card, as written to the package's ``metrics.json``.
 
     Parameters
@@ -177,6 +178,9 @@ def card_record(*, checkpoint: dict, input_halo: int, min_size: int, step: int, 
         The network's phase grid (1: a block may start anywhere; 2**depth for a pooling UNet).
     sample_metrics : dict or None
         ``{"model": all_metrics(...), "bicubic": all_metrics(...)}`` on the packaged sample pair.
+    error_bar : dict, optional
+        A :class:`~srunet.evaluation.uncertainty.Calibration` (as a dict) to ship: key
+        ``error_bar``, absent without one (so packages without one are unchanged).
     """
     train = checkpoint.get("metrics") or {}
     validation = None
@@ -184,12 +188,15 @@ def card_record(*, checkpoint: dict, input_halo: int, min_size: int, step: int, 
         validation = {"step": checkpoint.get("step"), **_pair(
             {k: train[f"val_{k}"] for k in METRIC_KEYS if f"val_{k}" in train},
             {k: train[f"val_bicubic_{k}"] for k in METRIC_KEYS if f"val_bicubic_{k}" in train})}
-    return {"schema": _RECORD_SCHEMA,
-            "tiling": {"input_halo": int(input_halo), "output_halo": 2 * int(input_halo),
-                       "min": int(min_size), "step": int(step), "grid": int(grid)},
-            "sample_pair": _pair(sample_metrics["model"], sample_metrics["bicubic"])
-            if sample_metrics else None,
-            "training_validation": validation}
+    record = {"schema": _RECORD_SCHEMA,
+              "tiling": {"input_halo": int(input_halo), "output_halo": 2 * int(input_halo),
+                         "min": int(min_size), "step": int(step), "grid": int(grid)},
+              "sample_pair": _pair(sample_metrics["model"], sample_metrics["bicubic"])
+              if sample_metrics else None,
+              "training_validation": validation}
+    if error_bar is not None:
+        record["error_bar"] = Calibration.model_validate(error_bar).model_dump()
+    return record
 
 
 def write_record(path: Path, record: dict) -> Path:
@@ -215,6 +222,72 @@ def read_record(path: Path) -> dict:
                          f"missing {sorted(missing)}, schema {record.get('schema')!r}; rebuild "
                          "the package with this srunet version")
     return record
+
+
+def package_error_bar(descr) -> Calibration | None:
+    """The calibrated error bar a package ships (``metrics.json``, key ``error_bar``), or None.
+
+    Raises
+    ------
+    ValueError
+        If the package's record holds an ``error_bar`` that is not a valid calibration.
+    """
+    for attachment in descr.attachments or []:
+        if Path(str(attachment.source)).name == METRICS_FILE:
+            record = json.loads(attachment.get_reader().read().decode("utf-8"))
+            if record.get("error_bar") is None:
+                return None
+            try:
+                return Calibration.model_validate(record["error_bar"])
+            except ValueError as error:
+                raise ValueError(f"{attachment.source}: its error_bar is not a valid "
+                                 f"calibration ({error}); rebuild the package") from None
+    return None
+
+
+def _error_bar_text(bar: dict | None) -> str:
+    """The card's error-bar section (empty without a calibration, so such cards are unchanged)."""
+    if not bar:
+        return ""
+    c = Calibration.model_validate(bar)
+    rows = "\n".join(f"| {name} | {check.data} | {check.images} | {100 * check.coverage:.1f} % |"
+                      for name, check in c.checks.items())
+    return ERROR_BAR_TEMPLATE.format(
+        a=f"{c.spread_factor:.4g}", b=f"{c.floor:.4g}", z=f"{c.z:g}", level=f"{100 * c.level:.0f}",
+        data=c.data, images=c.images, fit=f"{100 * c.coverage:.1f}", checks=rows or
+        "| (none recorded) | | | |", eps=f"{EPS:g}")
+
+
+ERROR_BAR_TEMPLATE = """
+
+## Error bar (`srunet predict --uncertainty`)
+
+`srunet predict --uncertainty` writes `NAME_sigma.ome.tif` beside each output: a per-pixel
+standard error in the output's camera units, sigma = sqrt(({a} x s)^2 + ({b} x d)^2), where s
+is the spread (standard deviation) of the 8 rotated/flipped test-time-augmented predictions and
+d the input image's standard deviation (+ {eps}, the normalisation scale), both in camera units.
+(On the package's raw, normalised output use s in those units and d = 1.) The output +-{z} sigma
+should contain what an **independent ISM acquisition of the same field** records (mapped onto
+the output's scale by a least-squares gain and offset) in {level} % of the pixels: sigma was
+fitted to the error against noisy ISM targets, so it includes the target's own noise, and it
+is an interval for another acquisition, not for the noise-free specimen. It holds on average
+over pixels (errors are correlated in space), not for every single pixel, and only at +-{z}
+sigma: the errors have heavier tails than a Gaussian, so wider intervals cover less than the
+Gaussian share (the coverage plot of `srunet evaluate` shows by how much).
+
+Fitted on {data} ({images} images; {fit} % at +-{z} sigma there). Coverage at +-{z} sigma measured on
+pairs it was not fitted on:
+
+| pairs | what | images | coverage |
+|---|---|---|---|
+{checks}
+
+On structures or instruments unlike the training data the coverage can fall well below {level} %.
+Measure it on your own pairs: `srunet evaluate --model rdf.yaml --lr LR --hr HR --out REPORT`
+reports the coverage of this error bar and writes `REPORT/calibration.json`, an error bar
+fitted on your pairs; `srunet package --checkpoint rdf.yaml --calibration
+REPORT/calibration.json --out PKG` ships it (`--calibration-check NAME=OTHER_REPORT` records
+its coverage on other pairs, evaluated with `srunet evaluate --calibration`)."""
 
 
 def training_metrics(record: dict) -> tuple[dict, int | None]:
@@ -287,6 +360,7 @@ def readme_text(*, name: str, checkpoint: dict, record: dict, publication=None) 
         sizes=_sizes_text(min_size, step, tiling["input_halo"]),
         input_halo=tiling["input_halo"], output_halo=tiling["output_halo"],
         training_data=training, sample_metrics=table, training_metrics=train_line,
+        error_bar=_error_bar_text(record.get("error_bar")),
         consumers=CONSUMERS, tiling_note=_tiling_note(grid, min_size, step),
         version_history=VERSION_HISTORY, citations=cite)
 

@@ -53,7 +53,7 @@ def checkpoint_from_package(rdf: str | Path, *, config: dict | None = None) -> d
     rdf : path
         The package description; its ``pytorch_state_dict`` weights and architecture kwargs,
         its normalisation (preprocessing step) and its ``metrics.json`` attachment (training
-        validation metrics and step) are read.
+        validation metrics and step; the error bar, ``checkpoint["error_bar"]``) are read.
     config : dict, optional
         The training config to record (the package does not carry it).
 
@@ -75,12 +75,16 @@ def checkpoint_from_package(rdf: str | Path, *, config: dict | None = None) -> d
         warnings.warn(f"{rdf} has no {METRICS_FILE} attachment (a package written before "
                       "srunet 0.2's card records): the re-exported card will say that the "
                       "checkpoint records no training validation metrics", stacklevel=2)
-        metrics, step = {}, None
+        metrics, step, error_bar = {}, None, None
     else:
-        metrics, step = training_metrics(read_record(record))
+        card_numbers = read_record(record)
+        metrics, step = training_metrics(card_numbers)
+        error_bar = card_numbers.get("error_bar")
     checkpoint = {"model_kwargs": dict(weights["architecture"]["kwargs"]), "model_state": state,
                   "normalization": normalization,
                   "config": config or {}, "metrics": metrics}
     if step is not None:
         checkpoint["step"] = step
+    if error_bar is not None:  # the calibrated error bar travels with the weights
+        checkpoint["error_bar"] = error_bar
     return checkpoint

@@ -270,7 +270,8 @@ def _write_files(checkpoint: dict, folder: Path, sample: dict | None, publicatio
     bicubic = upsample_bicubic(lr)
     record = card.card_record(
         checkpoint=checkpoint, input_halo=blocks.halo, min_size=blocks.min, step=blocks.step,
-        grid=model.grid, sample_metrics={"model": all_metrics(hr, sr), "bicubic": all_metrics(hr, bicubic)})
+        grid=model.grid, sample_metrics={"model": all_metrics(hr, sr), "bicubic": all_metrics(hr, bicubic)},
+        error_bar=checkpoint.get("error_bar"))  # a calibrated error bar (srunet package --calibration)
     card.write_record(folder / card.METRICS_FILE, record)
     card.write_cover(folder / "cover.png", lr=lr, sr=sr)
     (folder / "README.md").write_text(card.readme_text(

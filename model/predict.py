@@ -29,9 +29,11 @@ import numpy as np
 from srunet.evaluation import frc
 from srunet.evaluation.consistency import consistency_map
 from srunet.evaluation.report import evaluate_folders
-from srunet.evaluation.uncertainty import tta_std
+from srunet.evaluation.uncertainty import (Calibration, apply_calibration, load_calibration,
+                                           tta_std)
 from srunet.files import check_output_dir
 from srunet.geometry import Blocks, largest_block, smallest_block
+from srunet.model.card import package_error_bar
 from srunet.normalization import denormalize, mean_std_range
 from srunet.physics import contract
 from srunet.tiff import read_image, stem, write_ome_tiff
@@ -223,6 +225,12 @@ class Predictor:
     def __exit__(self, *exc):
         self.close()
 
+    def output_scale(self, image: np.ndarray) -> float:
+        """The input's normalisation scale in the units of this predictor's output (the error
+        bar's floor unit): its std + eps in camera units, or 1 for a normalised output (v1)."""
+        low, high = mean_std_range(image) if self.input_units else (0.0, 1.0)
+        return high - low
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """2x prediction of a raw 2-D image (y, x); returns float32 (2y, 2x)."""
         from bioimageio.core import Sample, Tensor
@@ -294,7 +302,10 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
     consistency, uncertainty : bool
         Also write ``NAME_consistency.ome.tif`` (physics-consistency map on the input grid;
         and warn when the output holds much power beyond the ISM limit, :func:`high_band_warning`)
-        and ``NAME_uncertainty.ome.tif`` (test-time-augmentation std on the output grid).
+        and, from the 8-fold test-time augmentation, ``NAME_sigma.ome.tif`` (the package's
+        calibrated error bar: sigma in the output's units, +-1.64 sigma a 90 % interval) or,
+        for a package without a calibration, ``NAME_tta_spread.ome.tif`` (the raw spread, a
+        relative map that underestimates the error several-fold; a warning says so).
     weights_format, block_lr : optional
         As for :class:`Predictor` (default: ONNX when available, its fastest block size).
 
@@ -314,11 +325,14 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
 
     inputs = [Path(p) for p in inputs]
     out_dir = Path(out_dir)
+    descr = load_model(model)  # a wrong model path fails before the output folder exists
+    error_bar = package_error_bar(descr) if uncertainty else None
+    spread_name = "sigma" if error_bar is not None else "tta_spread"
     planned = {}
     for path in inputs:
         name = stem(path)
         names = [f"{name}_sr.ome.tif"] + [f"{name}_consistency.ome.tif"] * consistency + \
-            [f"{name}_uncertainty.ome.tif"] * uncertainty
+            [f"{name}_{spread_name}.ome.tif"] * uncertainty
         planned[path] = [out_dir / n for n in names]
     targets = [t for ts in planned.values() for t in ts]
     if len(set(targets)) != len(targets):
@@ -332,13 +346,19 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
         pixels = read_image(path)[0].size  # (read again below: one image in memory at a time)
         need += pixels * 4 * (4 + 4 * uncertainty + consistency)  # float32 outputs
     check_output_dir(out_dir, may_exist=True, what="prediction output folder", need_bytes=need)
-    descr = load_model(model)  # a wrong model path fails before the output folder exists
+    if uncertainty and error_bar is None:
+        warnings.warn(f"{model}: the package ships no calibrated error bar, so --uncertainty "
+                      "writes NAME_tta_spread.ome.tif, the raw test-time-augmentation spread: a "
+                      "relative map, not an error bar (it underestimates the error several-fold). "
+                      "Calibrate one on your pairs with `srunet evaluate` (REPORT/calibration."
+                      "json) and ship it with `srunet package --calibration`", stacklevel=2)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
         predictor = Predictor(descr, weights_format=weights_format, block_lr=block_lr)
-        _predict_into(predictor, inputs, planned, written, consistency, uncertainty, tqdm)
+        _predict_into(predictor, inputs, planned, written, consistency, uncertainty, tqdm,
+                      error_bar)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no empty folder behind
@@ -346,7 +366,8 @@ def predict_files(inputs, *, model, out_dir, overwrite: bool = False, consistenc
     return written
 
 
-def _predict_into(predictor, inputs, planned, written, consistency, uncertainty, tqdm) -> None:
+def _predict_into(predictor, inputs, planned, written, consistency, uncertainty, tqdm,
+                  error_bar) -> None:
     """The loop of :func:`predict_files`; appends each written file to ``written``."""
     with predictor:
         for path in tqdm(inputs, desc="srunet predict", unit="image"):
@@ -370,23 +391,34 @@ def _predict_into(predictor, inputs, planned, written, consistency, uncertainty,
                     warnings.warn(message, stacklevel=3)
             if uncertainty:
                 _, std = tta_std(predictor, lr)
+                if error_bar is not None:  # calibrated sigma, in the output's units
+                    std = apply_calibration(error_bar, std, predictor.output_scale(lr))
                 written.append(write_ome_tiff(next(targets), std.astype(np.float32), pixel_um / 2))
 
 
 def evaluate_package(model, *, lr_dir, hr_dir, out_dir, tracking_uri: str | None = None,
                      overwrite: bool = False, lr_repeat_dir=None, hr_repeat_dir=None,
-                     uncertainty: bool = True) -> Path:
+                     uncertainty: bool = True, calibration=None) -> Path:
     """QC report of a packaged model (``rdf.yaml``, folder or ``.zip``) on paired TIFF folders.
 
     The package runs through bioimageio.core (:class:`Predictor`), as users will run it; the
     report is :func:`srunet.evaluation.report.evaluate_folders` (see there for the folders and
     second realisations). ``uncertainty`` (default): also the test-time-augmentation spread
     and its calibration against the real error (8 predictions per image instead of 1; the
-    metrics are those of the plain prediction either way). Returns the report's ``summary.md``.
+    metrics are those of the plain prediction either way): the coverage of the package's
+    calibrated error bar, or of ``calibration`` (a ``Calibration`` or a calibration.json path)
+    instead, and ``calibration.json``, one fitted on these pairs. Returns ``summary.md``.
     """
+    if calibration is not None and not uncertainty:
+        raise ValueError("--calibration measures an error bar's coverage, which needs the "
+                         "test-time augmentation: drop --no-uncertainty (uncertainty=False)")
     descr = load_model(model)
+    if calibration is not None and not isinstance(calibration, Calibration):
+        calibration = load_calibration(calibration)
     with Predictor(descr) as predictor:
         return evaluate_folders(predictor, lr_dir=lr_dir, hr_dir=hr_dir, out_dir=out_dir,
                                 tracking_uri=tracking_uri, overwrite=overwrite,
                                 lr_repeat_dir=lr_repeat_dir, hr_repeat_dir=hr_repeat_dir,
-                                model_name=str(model), tta=uncertainty)
+                                model_name=str(model), tta=uncertainty,
+                                calibration=calibration or package_error_bar(descr),
+                                output_scale=predictor.output_scale)

@@ -108,7 +108,7 @@ def test_consistency_and_uncertainty_maps(tiny_package, tmp_path):
         outs = predict_files([source], model=tiny_package, out_dir=tmp_path / "out",
                              consistency=True, uncertainty=True)
     assert [p.name for p in outs] == ["c_sr.ome.tif", "c_consistency.ome.tif",
-                                      "c_uncertainty.ome.tif"]
+                                      "c_tta_spread.ome.tif"]
     assert tifffile.imread(outs[1]).shape == (70, 90)
     assert _pixel_um(outs[1]) == pytest.approx(0.085)
     assert tifffile.imread(outs[2]).shape == (140, 180)

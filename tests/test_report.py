@@ -248,7 +248,8 @@ def test_summary_explains_flags_and_uncertainty_is_relative(tmp_path):
     assert f"finer than the {contract.ISM_RESOLUTION_LIMIT_NM:.0f} nm" in text
     assert "do not interpret structures smaller" in text  # the action, not only the finding
     assert "**relative** map" in text and f"about {ratio:.0f}-fold" in text
-    assert "not calibrated" in text
+    assert "ships no calibrated error bar" in text  # raw spread only: no interval claimed
+    assert (summary.parent / "calibration.json").is_file() and "`calibration.json`" in text
 
 
 def test_figure_has_scale_bars_unit_colour_bars_and_no_empty_cells(tmp_path):

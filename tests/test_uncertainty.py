@@ -112,3 +112,82 @@ def test_error_spread_ratio():
     std = np.random.default_rng(1).uniform(0.5, 2.0, (16, 16))
     assert uncertainty.error_spread_ratio(std, -3 * std) == pytest.approx(3.0)
     assert uncertainty.error_spread_ratio(np.zeros((4, 4)), np.ones((4, 4))) == np.inf
+
+
+# --- calibrated error bar -------------------------------------------------------------------
+
+def _synthetic(seed, spread_factor=4.0, floor=0.05, images=4):
+    """TTA-like spreads and Gaussian errors of exactly sqrt((a std)^2 + (b scale)^2), each image
+    on its own camera scale."""
+    rng = np.random.default_rng(seed)
+    stds, errors, scales = [], [], []
+    for _ in range(images):
+        scale = rng.uniform(20.0, 500.0)
+        std = rng.gamma(2.0, 0.02, (120, 120)) * scale
+        sigma = np.sqrt((spread_factor * std) ** 2 + (floor * scale) ** 2)
+        stds.append(std), errors.append(rng.normal(0.0, sigma)), scales.append(scale)
+    return stds, errors, scales
+
+
+def test_fit_recovers_known_parameters_and_holds_90_percent_on_new_draws():
+    fitted = uncertainty.fit_calibration(*_synthetic(1), data="synthetic")
+    assert fitted.form == "floor" and fitted.pixels == 4 * 120 * 120 and fitted.images == 4
+    assert fitted.spread_factor == pytest.approx(4.0, rel=0.05)
+    assert fitted.floor == pytest.approx(0.05, rel=0.08)
+    assert fitted.coverage == pytest.approx(0.90, abs=1e-3) and fitted.z == 1.64
+    stds, errors, scales = _synthetic(2)  # independent draw: a real out-of-sample check
+    sigmas = [uncertainty.apply_calibration(fitted, s, k) for s, k in zip(stds, scales)]
+    assert uncertainty.coverage(errors, sigmas) == pytest.approx(0.90, abs=0.01)
+    curve = uncertainty.coverage_curve(errors, sigmas)
+    np.testing.assert_allclose(curve["observed"], curve["gaussian"], atol=0.015)
+    # a spread-only model misses the floor: too wide where the spread is large, too narrow
+    # where it is small, although its pooled coverage is 90 % by construction
+    scaled = uncertainty.fit_calibration(*_synthetic(1), form="scaled")
+    assert scaled.floor == 0 and scaled.coverage == pytest.approx(0.90, abs=1e-3)
+    from srunet.evaluation.error_bar import binned_coverage
+
+    bins = binned_coverage(errors, [uncertainty.apply_calibration(scaled, s, k)
+                                    for s, k in zip(stds, scales)], stds)["coverage"]
+    assert bins[0] < 0.8 and bins[-1] > 0.95
+
+
+def test_coverage_by_hand():
+    error = np.array([[0.0, 1.0, -2.0], [3.0, -0.5, 1.64]])
+    sigma = np.array([[0.1, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    # |e| <= 1.64 sigma: 0 <= 0.164 yes, 1 <= 1.64 yes, 2 no, 3 no, 0.5 <= 0 no, 1.64 yes
+    assert uncertainty.coverage(error, sigma) == pytest.approx(3 / 6)
+    assert uncertainty.coverage([error, error[:1]], [sigma, sigma[:1]], z=3.0) == pytest.approx(8 / 9)
+
+
+def test_apply_is_scale_equivariant():
+    fitted = uncertainty.Calibration(form="floor", spread_factor=3.0, floor=0.07, z=1.64,
+                                     level=0.9, coverage=0.9, pixels=10, images=1, data="x")
+    std_norm = np.random.default_rng(3).gamma(2.0, 0.02, (16, 16))
+    camera = 137.5  # input std + eps in camera units
+    in_camera = uncertainty.apply_calibration(fitted, camera * std_norm, camera)
+    normalised = uncertainty.apply_calibration(fitted, std_norm, 1.0)
+    np.testing.assert_allclose(in_camera, camera * normalised, rtol=1e-6)
+    np.testing.assert_allclose(normalised, np.sqrt((3.0 * std_norm) ** 2 + 0.07**2), rtol=1e-6)
+
+
+def test_error_bar_input_errors(tmp_path):
+    fitted = uncertainty.fit_calibration(*_synthetic(1, images=1))
+    with pytest.raises(ValueError, match="1 negative"):
+        uncertainty.apply_calibration(fitted, np.array([[0.1, -0.2], [0.3, 0.4]]), 1.0)
+    with pytest.raises(ValueError, match="scale .* must be > 0, got 0"):
+        uncertainty.apply_calibration(fitted, np.eye(2), 0.0)
+    with pytest.raises(ValueError, match=r"shapes differ.*\(2, 3\)"):
+        uncertainty.coverage(np.zeros((2, 2)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="sigmas must be >= 0"):
+        uncertainty.coverage(np.zeros(3), -np.ones(3))
+    with pytest.raises(ValueError, match="one finite scale > 0 per image"):
+        uncertainty.fit_calibration([np.ones((4, 4))], [np.ones((4, 4))], [1.0, 2.0])
+    path = uncertainty.write_calibration(tmp_path / "calibration.json", fitted)
+    assert uncertainty.load_calibration(path) == fitted
+    broken = fitted.model_dump()
+    del broken["floor"]
+    (tmp_path / "bad.json").write_text(__import__("json").dumps(broken))
+    with pytest.raises(ValueError, match=r"(?s)bad\.json.*floor.*Field required"):
+        uncertainty.load_calibration(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="nothing.json does not exist"):
+        uncertainty.load_calibration(tmp_path / "nothing.json")
