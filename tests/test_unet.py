@@ -50,3 +50,23 @@ def test_bad_arguments_are_named():
         SRUNet(depth=-1)
     with pytest.raises(ValueError, match="residual"):
         SRUNet(in_channels=1, out_channels=2, residual=True)
+
+
+def test_channels_last_weights_change_the_layout_not_the_numbers():
+    """SRUNet() keeps its convolution weights in channels_last (faster CPU convolutions for
+    every PyTorch consumer); the output is the standard layout's to float rounding, in NCHW."""
+    torch.manual_seed(0)
+    net = SRUNet(depth=2, base_channels=8).eval()
+    assert net.head.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not net.head.conv.weight.is_contiguous()
+    assert net.head.kernel.is_contiguous()  # the fixed buffer stays standard (DDP broadcast)
+    standard = SRUNet(depth=2, base_channels=8).eval()
+    standard.load_state_dict(net.state_dict())  # copy_ keeps the destination's layout
+    standard.to(memory_format=torch.contiguous_format)
+    assert standard.head.conv.weight.is_contiguous()
+    x = torch.randn(2, 1, 45, 38)
+    with torch.no_grad():
+        out, reference = net(x), standard(x)
+    assert out.is_contiguous() and reference.is_contiguous()
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(out, torch.zeros_like(out))

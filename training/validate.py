@@ -86,5 +86,7 @@ def final_report(model, images: list[ImagePair], normalization: Normalization, d
         return predict_array(model, normalize(lr, *input_range(lr, normalization)), device)
 
     pairs = [(image.files.name, *validation_arrays(image)) for image in images]
+    # predictions stay in the input's normalised units: the error bar's scale there is 1
     return evaluate_arrays(pairs, predict, out_dir, overwrite=True, tta=True,
-                           model_name="end-of-training validation").parent
+                           model_name="end-of-training validation",
+                           output_scale=lambda lr: 1.0).parent
