@@ -43,6 +43,9 @@ from srunet.tiff import read_image, stem, write_ome_tiff
 # (state dict) 0.7 / 1.1 / 0.9 / 0.7 / 0.4 at 192 / 256 / 320 / 512 / 1024: its CPU convolutions
 # slow down on large planes more than the halo overhead (1.5x at 512, 2.3x at 256) costs.
 DEFAULT_BLOCK_LR = {"onnx": 512, "pytorch_state_dict": 256, "torchscript": 256}
+# A wider halo (v3: 95 px) wastes most of such blocks (a 512 px block keeps 40 %, 256 px 7 %):
+# blocks are at least this many halos wide, so at least (1 - 2 / 8)^2 = 56 % is kept.
+MIN_BLOCK_HALOS = 8
 DEFAULT_PIXEL_UM = 0.085  # contract: spinning-disk confocal pixel size
 # An image whose 0.1-99.9 percentile range is below this many ADU (or below 1e-6 of its mean
 # level) holds no structure to super-resolve: the percentile normalisation then blows up noise
@@ -194,7 +197,8 @@ class Predictor:
         self.blocks = package_blocks(self.descr)
         self.weights_format = weights_format or preferred_format(self.descr)
         if block_lr is None:
-            block_lr = DEFAULT_BLOCK_LR.get(self.weights_format or "pytorch_state_dict", 256)
+            block_lr = max(DEFAULT_BLOCK_LR.get(self.weights_format or "pytorch_state_dict", 256),
+                           MIN_BLOCK_HALOS * self.blocks.halo)
         self.tiled, self.block_lr = tiled, block_lr
         if self.tiled and self.block_lr < self.blocks.min:
             raise ValueError(f"block_lr={self.block_lr} is below the model's smallest block "
