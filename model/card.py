@@ -251,7 +251,7 @@ def _error_bar_text(bar: dict | None) -> str:
         return ""
     c = Calibration.model_validate(bar)
     rows = "\n".join(f"| {name} | {check.data} | {check.images} | {100 * check.coverage:.1f} % |"
-                      for name, check in c.checks.items())
+                      for name, check in sorted(c.checks.items()))
     return ERROR_BAR_TEMPLATE.format(
         a=f"{c.spread_factor:.4g}", b=f"{c.floor:.4g}", z=f"{c.z:g}", level=f"{100 * c.level:.0f}",
         data=c.data, images=c.images, fit=f"{100 * c.coverage:.1f}", checks=rows or
