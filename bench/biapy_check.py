@@ -15,7 +15,7 @@
    only ``div``/``scale_range`` normalisation and the package declares
    ``zero_mean_unit_variance``. The refusal is recorded, then the run is repeated with that one
    check lifted (a diagnostic) to measure what BiaPy's own tiling and normalisation compute.
-4. The same image through bioimageio.core (``srunet.model.predict.predict_image``): max and mean
+4. The same image through bioimageio.core (``srunet.model.predictor.predict_image``): max and mean
    |BiaPy - core| on the interior (the input halo cropped from every border, where BiaPy
    reflects and core pads differently), relative to core's output range there.
 
@@ -139,7 +139,7 @@ def main() -> None:
         print(json.dumps(summary, indent=1))
         return
 
-    from srunet.model.predict import load_model, predict_image
+    from srunet.model.predictor import load_model, predict_image
     from srunet.simulation.simulator import simulate_pair
 
     rdf = args.rdf.resolve()

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/srunet-calibration-cache"))
     args = parser.parse_args()
 
-    from srunet.model.predict import Predictor
+    from srunet.model.predictor import Predictor
 
     sets = {}
     with Predictor(args.model) as predictor:

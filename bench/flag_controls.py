@@ -172,7 +172,7 @@ def build_control(name: str, kwargs: dict, out: Path, release: dict) -> Path:
     from bioimageio.spec import save_bioimageio_package_as_folder
 
     from srunet.model import package as pk
-    from srunet.model.predict import predict_image
+    from srunet.model.predictor import predict_image
     from srunet.tiff import write_tensor_tiff
 
     staging = out / f".{name}.files"

@@ -6,7 +6,7 @@ Each spec is FORMAT:BLOCK (block side in input px, halo included), e.g.
         pytorch_state_dict:192 pytorch_state_dict:256 pytorch_state_dict:512 torchscript:256
 
 Prints output Mpx/s for a 2048x2048 input (``--size``) per spec; the weights are loaded
-before the clock starts. ``srunet.model.predict.DEFAULT_BLOCK_LR`` holds the fastest measured.
+before the clock starts. ``srunet.model.predictor.DEFAULT_BLOCK_LR`` holds the fastest measured.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from common import synthetic_confocal
 
 
 def main() -> None:
-    from srunet.cli import default_model
-    from srunet.model.predict import Predictor
+    from srunet.commands import default_model
+    from srunet.model.predictor import Predictor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="+", help="FORMAT:BLOCK, e.g. onnx:512")

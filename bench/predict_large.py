@@ -20,7 +20,8 @@ from common import synthetic_confocal
 
 
 def main() -> None:
-    from srunet.cli import default_model, main as cli
+    from srunet.cli import main as cli
+    from srunet.commands import default_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096)

@@ -55,7 +55,7 @@ def measure(descr, pipeline, size: int, n, budget: float) -> dict:
     """Block geometry, block count and (possibly extrapolated) seconds for one image/n."""
     from bioimageio.core.digest_spec import split_sample_into_blocks_for_model
 
-    from srunet.model.predict import package_blocks
+    from srunet.model.predictor import package_blocks
 
     blocks = package_blocks(descr)
     value = pipeline._default_blocksize_parameter if n == DEFAULT else int(n)
@@ -82,7 +82,7 @@ def measure(descr, pipeline, size: int, n, budget: float) -> dict:
 def main() -> None:
     from bioimageio.core import create_prediction_pipeline
 
-    from srunet.model.predict import load_model, package_blocks
+    from srunet.model.predictor import load_model, package_blocks
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("rdf.yaml"))

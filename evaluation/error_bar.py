@@ -29,7 +29,7 @@ FIGURE = "figures/coverage.png"
 
 def camera_scale(lr: np.ndarray) -> float:
     """The input's normalisation scale (std + eps) in camera units: the floor's unit when the
-    prediction is in camera units (``srunet.model.predict.Predictor``)."""
+    prediction is in camera units (``srunet.model.predictor.Predictor``)."""
     low, high = mean_std_range(lr)
     return high - low
 

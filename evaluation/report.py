@@ -2,7 +2,8 @@
 
 ``evaluate_arrays`` scores in-memory pairs with any predict callable (training calls it on its
 validation images); ``evaluate_folders`` does the same for LR TIFFs and the HR TIFFs of the same
-names. ``srunet.model.predict.evaluate_package`` runs a BioImage Model Zoo package through
+names. Each pair is analysed by ``srunet.evaluation.analysis``; this module aggregates, draws and
+writes. ``srunet.model.predict.evaluate_package`` runs a BioImage Model Zoo package through
 bioimageio.core, as users will, into ``evaluate_folders``. Output folder::
 
     report.json     every number (per image and overall)
@@ -23,183 +24,21 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-from skimage.filters import threshold_otsu
 
 from srunet.physics import contract
-from srunet.evaluation import figures, frc
-from srunet.evaluation import error_bar
-from srunet.evaluation.consistency import consistency_map
-from srunet.evaluation.metrics import (DATA_RANGE_PERCENTILES, all_metrics, fit_gain_offset,
-                                       gain_offset, upsample_bicubic)
-from srunet.evaluation.uncertainty import Calibration, error_spread_ratio, plot_calibration
+from srunet.evaluation import error_bar, figures, frc
+from srunet.evaluation.analysis import (FOREGROUND_NOTE, FRC_NOTE, FRC_THRESHOLD, analyse_pair,
+                                        as_pairs)
+from srunet.evaluation.metrics import DATA_RANGE_PERCENTILES, fit_gain_offset
+from srunet.evaluation.uncertainty import Calibration, plot_calibration
 from srunet.evaluation.uncertainty import calibration as spread_calibration
-from srunet.evaluation.uncertainty import tta_predictions
 from srunet.files import check_output_dir, swap_into_place
-from srunet.geometry import SCALE
 from srunet.store import experiment_id
 from srunet.tiff import find_pairs, read_image
 
 EXPERIMENT = "srunet-evaluate"
-FRC_THRESHOLD = "1/7"
-FOREGROUND_SIGMA_PX = 1.0  # HR px: smooths photon noise so Otsu splits structure from background
-FOREGROUND_NOTE = (f"Otsu threshold (skimage.filters.threshold_otsu) of the HR target smoothed "
-                   f"with a Gaussian of sigma {FOREGROUND_SIGMA_PX:g} HR px; pixels above it.")
-FRC_NOTE = ("single-image checkerboard split (Koho et al. 2019; exact sqrt(2) pixel and "
-            "half-pixel shift corrections) unless a second realisation was given. It assumes "
-            "noise independent between pixels: a network output correlates its noise, so its "
-            "FRC is optimistic; '<=' marks curves that never crossed (sampling-limited bound).")
-
-
-class EvalPair(NamedTuple):
-    """One field: LR input, HR target, optionally second noise realisations of either."""
-
-    name: str
-    lr: np.ndarray
-    hr: np.ndarray
-    lr_repeat: np.ndarray | None = None
-    hr_repeat: np.ndarray | None = None
-
-
-def foreground_mask(target: np.ndarray, *, sigma_px: float = FOREGROUND_SIGMA_PX) -> np.ndarray:
-    """Foreground of an HR target: Otsu threshold of the lightly smoothed image (``FOREGROUND_NOTE``)."""
-    smoothed = gaussian_filter(np.asarray(target, dtype=np.float64), sigma_px)
-    if np.ptp(smoothed) == 0:
-        return np.zeros(smoothed.shape, dtype=bool)
-    return smoothed > threshold_otsu(smoothed)
-
-
-def _as_pairs(pairs) -> list[EvalPair]:
-    items = [EvalPair(*p) if not isinstance(p, EvalPair) else p for p in pairs]
-    if not items:
-        raise ValueError("no image pairs to evaluate")
-    names = [p.name for p in items]
-    for name in names:
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise ValueError(f"pair name {name!r} cannot be used as a file name")
-    if len(set(names)) != len(names):
-        raise ValueError(f"pair names must be unique, got {sorted(names)}")
-    checked = []
-    for p in items:
-        lr, hr = np.asarray(p.lr, dtype=np.float32), np.asarray(p.hr, dtype=np.float32)
-        if lr.ndim != 2 or hr.shape != (SCALE * lr.shape[0], SCALE * lr.shape[1]):
-            raise ValueError(f"{p.name}: HR shape must be {SCALE}x the 2-D LR shape, got LR "
-                             f"{lr.shape} and HR {hr.shape}")
-        for label, other, like in (("lr_repeat", p.lr_repeat, lr), ("hr_repeat", p.hr_repeat, hr)):
-            if other is not None and np.shape(other) != like.shape:
-                raise ValueError(f"{p.name}: {label} shape {np.shape(other)} differs from {like.shape}")
-            if other is not None and np.array_equal(other, like):
-                # identical "realisations" would give FRC = 1 at every frequency
-                raise ValueError(f"{p.name}: {label} is identical to the primary image; pass an "
-                                 "independent noise realisation of the same field")
-        checked.append(EvalPair(p.name, lr, hr,
-                                None if p.lr_repeat is None else np.asarray(p.lr_repeat, np.float32),
-                                None if p.hr_repeat is None else np.asarray(p.hr_repeat, np.float32)))
-    return checked
-
-
-def _not_flat(path: Path, name: str) -> np.ndarray:
-    """The image at ``path``; ValueError naming the file if it is constant where metrics look."""
-    image = read_image(path)[0]
-    low, high = np.percentile(image, DATA_RANGE_PERCENTILES)  # the metrics' data range
-    if high <= low:
-        raise ValueError(f"{path}: the image is constant (value {float(low):g} over its "
-                         f"{DATA_RANGE_PERCENTILES[0]:g}-{DATA_RANGE_PERCENTILES[1]:g} "
-                         f"percentile range), so metrics, FRC and consistency are undefined; "
-                         f"remove the pair {name!r} from both folders or use a real acquisition")
-    return image
-
-
-def _frc(image, repeat, pixel_nm):
-    """FRC curve and resolution: two realisations when a repeat exists, else the single-image split."""
-    if repeat is not None:
-        freq, corr, counts = frc.frc_curve(image, repeat, pixel_size_nm=pixel_nm, return_counts=True)
-    else:
-        freq, corr, counts = frc.frc_single_image_curve(image, pixel_size_nm=pixel_nm,
-                                                        return_counts=True)
-    resolution, crossed = frc.resolution_from_curve(freq, corr, threshold=FRC_THRESHOLD,
-                                                    counts=counts)
-    return (freq, corr), {"resolution_nm": resolution, "sampling_limited": not crossed,
-                          "method": "two-image" if repeat is not None else "single-image"}
-
-
-def _predict(predict_fn, lr, name):
-    sr = np.asarray(predict_fn(lr), dtype=np.float32)
-    if sr.shape != (SCALE * lr.shape[0], SCALE * lr.shape[1]):
-        raise ValueError(f"{name}: the model returned shape {sr.shape} for LR {lr.shape}; "
-                         f"expected {(SCALE * lr.shape[0], SCALE * lr.shape[1])}")
-    return sr
-
-
-def analyse_pair(pair: EvalPair, predict_fn: Callable, *, tta: bool = False,
-                 score_tta_mean: bool = True, calibration: Calibration | None = None,
-                 output_scale: Callable = error_bar.camera_scale):
-    """All numbers (dict) and arrays (dict) for one pair; see the module notes for their meaning.
-
-    With ``tta`` the 8 dihedral predictions give the spread; the SR scored is their mean
-    (``score_tta_mean``) or the plain prediction (transform 0, what ``srunet predict`` writes),
-    and the error bar's quantities (``error_bar.pair_error_bar``; ``calibration``,
-    ``output_scale`` as for :func:`evaluate_arrays`).
-    """
-    lr, hr = pair.lr, pair.hr
-    if tta:
-        outputs = tta_predictions(predict_fn, lr)
-        std = outputs.std(axis=0).astype(np.float32)
-        sr = (outputs.mean(axis=0) if score_tta_mean else outputs[0]).astype(np.float32)
-    else:
-        sr, std = _predict(predict_fn, lr, pair.name), None
-    bicubic = upsample_bicubic(lr).astype(np.float32)
-    mask = foreground_mask(hr)
-    fg_ok = 0 < mask.sum() < mask.size
-    metrics = {}
-    for label, image in (("model", sr), ("bicubic", bicubic)):
-        metrics[label] = {"whole": all_metrics(hr, image),
-                          "foreground": all_metrics(hr, image, mask=mask) if fg_ok else None}
-    gain, offset = gain_offset(hr, sr)  # the same fit all_metrics applies on the whole image
-    sr_fit = (gain * sr + offset).astype(np.float32)
-    error = sr_fit - hr
-    curves, frc_numbers = {}, {}
-    sr_repeat = None if pair.lr_repeat is None else _predict(predict_fn, pair.lr_repeat, pair.name)
-    for key, image, repeat, pixel in (("lr", lr, pair.lr_repeat, contract.LR_PIXEL_NM),
-                                      ("sr", sr, sr_repeat, contract.HR_PIXEL_NM),
-                                      ("hr", hr, pair.hr_repeat, contract.HR_PIXEL_NM)):
-        curves[key], frc_numbers[key] = _frc(image, repeat, pixel)
-    # SR against the target: their noises are independent, so this FRC says up to which
-    # frequency the prediction agrees with real ISM data (invented detail does not correlate).
-    curves["sr_vs_hr"], frc_numbers["sr_vs_hr"] = _frc(sr, hr, contract.HR_PIXEL_NM)
-    frc_numbers["sr_vs_hr"]["method"] = "SR against HR target"
-    consistency = {key: consistency_map(lr, image) for key, image in (("sr", sr), ("hr", hr))}
-    record = {
-        "lr_shape": list(lr.shape), "hr_shape": list(hr.shape),
-        "foreground_fraction": float(mask.mean()),
-        "metrics": metrics,
-        "target_fit": {"gain": gain, "offset": offset},
-        "frc": frc_numbers,
-        "invented_detail": frc.invented_detail(sr, hr, sr_repeat=sr_repeat,
-                                               hr_repeat=pair.hr_repeat),
-        "consistency": {key: {k: c[k] for k in ("rse", "rsp", "gain", "offset")}
-                        for key, c in consistency.items()},
-        # ratio: RMS error / RMS spread, both in target units (1 = calibrated)
-        "uncertainty": None if std is None else {
-            "mean_std": float(std.mean()), "max_std": float(std.max()),
-            "calibration_ratio": error_spread_ratio(abs(gain) * std, error)},
-        "error_bar": None,
-        "figure": f"figures/{pair.name}.png", "arrays": f"arrays/{pair.name}.npz",
-    }
-    arrays = {"lr": lr, "hr": hr, "sr": sr, "sr_fitted": sr_fit, "bicubic": bicubic, "mask": mask,
-              "error": error,
-              "consistency": consistency["sr"]["map"], "consistency_hr": consistency["hr"]["map"]}
-    for key, (freq, corr) in curves.items():
-        arrays[f"frc_{key}_freq_per_nm"], arrays[f"frc_{key}_correlation"] = freq, corr
-    if std is not None:
-        arrays["tta_std"] = std
-        record["error_bar"], extra = error_bar.pair_error_bar(
-            lr, std, error, gain, calibration=calibration, output_scale=output_scale)
-        arrays.update(extra)
-    return record, arrays
 
 
 def _draw(folder: Path, name: str, record: dict, std_ratio: float | None) -> None:
@@ -315,7 +154,7 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
 
     Parameters
     ----------
-    pairs : iterable of EvalPair or tuples (name, lr, hr[, lr_repeat[, hr_repeat]])
+    pairs : iterable of ``analysis.EvalPair`` or tuples (name, lr, hr[, lr_repeat[, hr_repeat]])
         LR (M, N) and HR (2M, 2N) arrays; repeats are second noise realisations of the same field
         (enable the two-image FRC). Names become file names.
     predict_fn : callable
@@ -339,7 +178,7 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
         ``calibration.json``, an error bar fitted on these pairs (``error_bar.summarise``).
     """
     out_dir = Path(out_dir)
-    pairs = _as_pairs(pairs)
+    pairs = as_pairs(pairs)
     _check_out_dir(out_dir, overwrite)  # fail before the (slow) predictions
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
@@ -401,6 +240,18 @@ def evaluate_arrays(pairs: Iterable, predict_fn: Callable[[np.ndarray], np.ndarr
     return out_dir / "summary.md"
 
 
+def _not_flat(path: Path, name: str) -> np.ndarray:
+    """The image at ``path``; ValueError naming the file if it is constant where metrics look."""
+    image = read_image(path)[0]
+    low, high = np.percentile(image, DATA_RANGE_PERCENTILES)  # the metrics' data range
+    if high <= low:
+        raise ValueError(f"{path}: the image is constant (value {float(low):g} over its "
+                         f"{DATA_RANGE_PERCENTILES[0]:g}-{DATA_RANGE_PERCENTILES[1]:g} "
+                         f"percentile range), so metrics, FRC and consistency are undefined; "
+                         f"remove the pair {name!r} from both folders or use a real acquisition")
+    return image
+
+
 def evaluate_folders(predict_fn: Callable[[np.ndarray], np.ndarray], *, lr_dir, hr_dir, out_dir,
                      tracking_uri: str | None = None, overwrite: bool = False,
                      lr_repeat_dir=None, hr_repeat_dir=None,
@@ -430,7 +281,7 @@ def evaluate_folders(predict_fn: Callable[[np.ndarray], np.ndarray], *, lr_dir, 
             raise ValueError(f"no second realisation in {lr_repeat_dir} for: {missing[:5]}")
     _check_out_dir(out_dir, overwrite)
 
-    def pairs():  # consumed whole by _as_pairs: every file is checked before any prediction
+    def pairs():  # consumed whole by as_pairs: every file is checked before any prediction
         for p in files:
             extra = (read_image(repeats[p.name].lr)[0], read_image(repeats[p.name].hr)[0]) if repeats else ()
             yield (p.name, _not_flat(p.lr, p.name), _not_flat(p.hr, p.name), *extra)

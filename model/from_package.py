@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from srunet.model.card import METRICS_FILE, read_record, training_metrics
+from srunet.model.record import METRICS_FILE, read_record, training_metrics
 from srunet.normalization import EPS, MEAN_STD, PERCENTILES
 
 

@@ -42,10 +42,11 @@ from srunet.files import file_sha256 as _sha256, swap_into_place
 from srunet.geometry import (Blocks, block_geometry, largest_block, lr_to_hr, round_up,
                              smallest_block)
 from srunet.model import card
+from srunet.model.record import METRICS_FILE, card_record, write_record
 from srunet.model.checkpoint import build_model, load_checkpoint
 from srunet.model.export import (INPUT_ID, ONNX_OPSET, OUTPUT_ID, WEIGHT_FILES, export_weights,
                                  verify_exports)
-from srunet.model.predict import load_model, predict_image
+from srunet.model.predictor import load_model, predict_image
 from srunet.normalization import EPS, MEAN_STD, method_of
 from srunet.model.publication import Publication, load_publication
 from srunet.model.unet import SRUNet
@@ -221,8 +222,8 @@ def describe(src, checkpoint: dict, blocks: Blocks, *, arch_sha256: str,
         license=publication.license, tags=list(dict.fromkeys(TAGS + publication.tags)),
         documentation=s.FileDescr(source=src("README.md")),
         covers=[s.FileDescr(source=src("cover.png"))], inputs=inputs, outputs=outputs, weights=weights,
-        # the card's numbers, machine-readable (card.METRICS_FILE; from_package reads them)
-        attachments=[s.FileDescr(source=src(card.METRICS_FILE))] if with_test_output else [],
+        # the card's numbers, machine-readable (METRICS_FILE; from_package reads them)
+        attachments=[s.FileDescr(source=src(METRICS_FILE))] if with_test_output else [],
         config=s.Config(bioimageio=s.BioimageioConfig(
             reproducibility_tolerance=[s.ReproducibilityTolerance(**TOLERANCE)]),
             deepimagej={"allow_tiling": True}))
@@ -268,11 +269,11 @@ def _write_files(checkpoint: dict, folder: Path, sample: dict | None, publicatio
     sr = predict_image(draft, lr, weights_format="pytorch_state_dict")
     write_tensor_tiff(folder / "sample_output.tif", sr[None, None])
     bicubic = upsample_bicubic(lr)
-    record = card.card_record(
+    record = card_record(
         checkpoint=checkpoint, input_halo=blocks.halo, min_size=blocks.min, step=blocks.step,
         grid=model.grid, sample_metrics={"model": all_metrics(hr, sr), "bicubic": all_metrics(hr, bicubic)},
         error_bar=checkpoint.get("error_bar"))  # a calibrated error bar (srunet package --calibration)
-    card.write_record(folder / card.METRICS_FILE, record)
+    write_record(folder / METRICS_FILE, record)
     card.write_cover(folder / "cover.png", lr=lr, sr=sr)
     (folder / "README.md").write_text(card.readme_text(
         name=NAME, checkpoint=checkpoint, record=record, publication=publication),

@@ -227,7 +227,7 @@ def register_package(package, *, run_id: str, name: str, tracking_uri: str,
     FileNotFoundError, ValueError, ConnectionError
         Bad input, one line each; raised before anything is written.
     """
-    from srunet.model.predict import load_model
+    from srunet.model.predictor import load_model
 
     check_name(name)
     aliases = tuple(dict.fromkeys(check_alias(a) for a in aliases))
@@ -295,7 +295,7 @@ def download_version(ref: str, out, *, tracking_uri: str, overwrite: bool = Fals
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from srunet.model.predict import load_model
+    from srunet.model.predictor import load_model
 
     name, which = parse_ref(ref)
     out = Path(out)

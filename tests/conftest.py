@@ -81,7 +81,7 @@ def tiny_zip(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_descr(tiny_package):
-    from srunet.model.predict import load_model
+    from srunet.model.predictor import load_model
 
     return load_model(tiny_package)
 

@@ -48,7 +48,7 @@ def _zero_mean_step(descr):
 
 
 def _packages(tiny_package) -> list[Path]:
-    from srunet.model.predict import load_model
+    from srunet.model.predictor import load_model
 
     found = [tiny_package]
     release = REPO_ROOT / "rdf.yaml"
@@ -75,7 +75,7 @@ def test_deepimagej_reproduces_the_test_output(tiny_package):
     import onnxruntime
     from bioimageio.core.digest_spec import get_test_inputs, get_test_outputs
 
-    from srunet.model.predict import load_model, package_blocks
+    from srunet.model.predictor import load_model, package_blocks
 
     for rdf in _packages(tiny_package):
         descr = load_model(rdf)
@@ -101,7 +101,7 @@ def test_preprocessing_agrees_on_a_camera_sized_image(tiny_package):
     the normalised range."""
     from scipy.ndimage import gaussian_filter
 
-    from srunet.model.predict import load_model
+    from srunet.model.predictor import load_model
 
     rng = np.random.default_rng(1)
     signal = gaussian_filter(rng.random((2048, 2048)), 3.0)

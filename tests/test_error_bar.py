@@ -20,8 +20,9 @@ import tifffile
 from srunet.cli import main
 from srunet.evaluation.uncertainty import apply_calibration, load_calibration, tta_std
 from srunet.model.from_package import checkpoint_from_package
-from srunet.model.predict import Predictor, load_model, predict_files
-from srunet.model.card import package_error_bar
+from srunet.model.predict import predict_files
+from srunet.model.predictor import Predictor, load_model
+from srunet.model.record import package_error_bar
 
 
 def _pairs(root, make_pair, seeds):

@@ -59,10 +59,11 @@ def test_acquisition_contract_is_in_the_repository():
 def test_model_card_text_links_resolve(tiny_checkpoint):
     from srunet.model import card
     from srunet.model.checkpoint import load_checkpoint
+    from srunet.model.record import card_record
 
     checkpoint = load_checkpoint(tiny_checkpoint)
-    record = card.card_record(checkpoint=checkpoint, input_halo=24, min_size=64, step=8,
-                              grid=8, sample_metrics=None)
+    record = card_record(checkpoint=checkpoint, input_halo=24, min_size=64, step=8,
+                         grid=8, sample_metrics=None)
     text = card.readme_text(name="srunet test", checkpoint=checkpoint, record=record)
     # the card is the package's README.md: its links resolve from the package folder
     assert broken(text, ROOT / "model" / "release") == []

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from srunet.model.predict import load_model, predict_files
+from srunet.model.predict import predict_files
+from srunet.model.predictor import load_model
 from srunet.tiff import read_image
 
 

@@ -109,7 +109,7 @@ def test_aliases_move_to_the_new_version(registry):
 
 
 def test_download_gives_a_loadable_package(registry, tmp_path, capsys):
-    from srunet.model.predict import load_model
+    from srunet.model.predictor import load_model
 
     for ref, version in ((f"{NAME}@champion", 2), (f"{NAME}@1", 1)):
         out = tmp_path / f"v{version}"

@@ -16,6 +16,8 @@ import torch
 import yaml
 
 from srunet.model import package
+from srunet.model.record import (METRICS_FILE, card_record, read_record, training_metrics,
+                                 write_record)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RELEASE = REPO_ROOT / "model" / "release"
@@ -78,7 +80,7 @@ def test_card_is_the_template_rendered_from_metrics_json():
     from srunet.model.from_package import checkpoint_from_package
     from srunet.model.package import project_publication
 
-    record = card.read_record(RELEASE / card.METRICS_FILE)
+    record = read_record(RELEASE / METRICS_FILE)
     text = card.readme_text(name=yaml.safe_load((RELEASE / "rdf.yaml").read_text())["name"],
                             checkpoint=checkpoint_from_package(RELEASE / "rdf.yaml"),
                             record=record, publication=project_publication())
@@ -97,10 +99,10 @@ def test_card_record_round_trip(tmp_path):
                "val_bicubic_ssim": 0.7}
     checkpoint = {"model_kwargs": {"depth": 2}, "step": 7, "normalization": {"method": "mean_std"},
                   "metrics": {**metrics, "val_loss": 0.1, "val_nrmse": 0.2}}  # no bicubic nrmse
-    record = card.card_record(checkpoint=checkpoint, input_halo=47, min_size=160, step=32,
-                              grid=1, sample_metrics=None)
-    path = card.write_record(tmp_path / card.METRICS_FILE, record)
-    assert card.training_metrics(card.read_record(path)) == (metrics, 7)
+    record = card_record(checkpoint=checkpoint, input_halo=47, min_size=160, step=32,
+                         grid=1, sample_metrics=None)
+    path = write_record(tmp_path / METRICS_FILE, record)
+    assert training_metrics(read_record(path)) == (metrics, 7)
     text = card.readme_text(name="x", checkpoint=checkpoint, record=record)
     assert "| psnr | 30.12 | 27 |" in text and "| ssim | 0.8 | 0.7 |" in text
     assert "nrmse" not in text.split("checkpoint step 7")[1].split("Checked at build")[0]
@@ -109,12 +111,10 @@ def test_card_record_round_trip(tmp_path):
 
 
 def test_bad_metrics_json_names_the_file(tmp_path):
-    from srunet.model import card
-
-    path = tmp_path / card.METRICS_FILE
+    path = tmp_path / METRICS_FILE
     path.write_text('{"schema": 1, "tiling": {}}', encoding="utf-8")
     with pytest.raises(ValueError, match=r"metrics.json.*missing \['sample_pair'"):
-        card.read_record(path)
+        read_record(path)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from scipy.ndimage import gaussian_filter
 
-from srunet.evaluation import frc, report
+from srunet.evaluation import analysis, frc, report
 from srunet.evaluation.consistency import consistency_map
 from srunet.physics.optics import bin_to_lr
 from srunet.evaluation.metrics import all_metrics, upsample_bicubic
@@ -63,7 +63,7 @@ def test_json_numbers_match_recomputation(written):
         np.testing.assert_array_equal(saved["lr"], lr)
         np.testing.assert_array_equal(saved["sr"], predict(lr))
         mask = saved["mask"]
-        np.testing.assert_array_equal(mask, report.foreground_mask(hr))
+        np.testing.assert_array_equal(mask, analysis.foreground_mask(hr))
         for label, image in (("model", saved["sr"]), ("bicubic", upsample_bicubic(lr))):
             for region, region_mask in (("whole", None), ("foreground", mask)):
                 expected = all_metrics(hr, image, mask=region_mask)
@@ -93,14 +93,14 @@ def test_foreground_mask_is_sane(written):
     for name, _, hr in pairs:
         fraction = data["images"][name]["foreground_fraction"]
         assert 0.02 < fraction < 0.6
-        mask = report.foreground_mask(hr)
+        mask = analysis.foreground_mask(hr)
         assert hr[mask].mean() > 3 * hr[~mask].mean()  # bright structure in, background out
     # a bright disk on a noisy dark background is recovered
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:64, :64]
     disk = (yy - 32) ** 2 + (xx - 30) ** 2 < 15**2
     image = rng.poisson(np.where(disk, 60.0, 5.0)).astype(float)
-    mask = report.foreground_mask(image)
+    mask = analysis.foreground_mask(image)
     assert (mask & disk).sum() / (mask | disk).sum() > 0.9
 
 

@@ -172,10 +172,11 @@ def test_server_that_never_returns_leaves_a_local_list(server, tmp_path, capsys,
 
 def test_run_with_unsent_logging_exits_3_and_says_so_last(sim_data, tmp_path, capsys,
                                                            monkeypatch):
-    """A finished run whose server never took its logging: exit status 3 (cli.EXIT_PENDING)
+    """A finished run whose server never took its logging: exit status 3 (commands.EXIT_PENDING)
     and a last line naming the command that sends it."""
     import srunet.training.train as train_module
-    from srunet.cli import EXIT_PENDING, main
+    from srunet.cli import main
+    from srunet.commands import EXIT_PENDING
     from srunet.training.train import TrainResult
 
     def trained(config, **kwargs):

@@ -18,10 +18,12 @@ from test_simulate import SIZE, _fit_shift
 
 # ------------------------------------------------------------------ wide domain (#17, training v3)
 def test_bad_domain_is_a_clear_error(tmp_path):
-    for call in (lambda: simulate_pair(1, hr_size=SIZE, domain="wild"),
-                 lambda: sample_params(np.random.default_rng(0), domain="wild"),
-                 lambda: simulate_dataset(tmp_path / "x", pairs=1, seed=0, domain="wild")):
-        with pytest.raises(ValueError, match=r"domain must be one of \['contract', 'wide'\], got 'wild'"):
+    for call, choices in ((lambda: simulate_pair(1, hr_size=SIZE, domain="wild"), ""),
+                          (lambda: sample_params(np.random.default_rng(0), domain="wild"), ""),
+                          (lambda: simulate_dataset(tmp_path / "x", pairs=1, seed=0,
+                                                    domain="wild"), ", 'mixed'")):
+        with pytest.raises(ValueError, match=rf"domain must be one of \['contract', 'wide'"
+                                             rf"{choices}\], got 'wild'"):
             call()
     assert not (tmp_path / "x").exists()
 
@@ -180,6 +182,18 @@ def test_wide_dataset_records_domain_and_parameters(tmp_path):
         pair = simulate_pair(entry["seed"], hr_size=SIZE, domain="wide")
         assert entry["params"] == json.loads(json.dumps(pair["params"]))
         np.testing.assert_array_equal(tifffile.imread(tmp_path / "w" / entry["hr"]), pair["hr"])
+
+
+def test_mixed_dataset_alternates_domains_pair_for_pair(tmp_path):
+    manifest = json.loads(simulate_dataset(tmp_path / "m", pairs=2, seed=61, workers=1, hr_size=SIZE,
+                                           domain="mixed").read_text())
+    assert manifest["domain"] == "mixed"
+    assert [e["domain"] for e in manifest["pairs"]] == ["wide", "contract"]  # seeds 61, 62
+    for entry in manifest["pairs"]:  # each pair is the single-domain dataset's pair, byte for byte
+        pair = simulate_pair(entry["seed"], hr_size=SIZE, domain=entry["domain"])
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "m" / entry["lr"]), pair["lr"])
+    with pytest.raises(ValueError, match="'mixed'"):
+        simulate_pair(0, hr_size=SIZE, domain="mixed")  # a dataset's choice, not a pair's
 
 
 def test_emccd_noise_has_the_excess_noise_factor_of_two():

@@ -81,9 +81,9 @@ def test_predict_after_plain_install_from_any_folder(wheel, tmp_path):
     rng = np.random.default_rng(0)
     tifffile.imwrite(elsewhere / "in.tif", (rng.random((160, 168)) * 1000 + 100).astype(np.uint16))
     env = dict(os.environ, PYTHONPATH=str(target))
-    script = ("import sys, srunet, srunet.cli as c; "
+    script = ("import sys, srunet, srunet.cli as c, srunet.commands as m; "
               f"assert srunet.__file__.startswith({str(target)!r}), srunet.__file__; "
-              "print('MODEL', c.default_model()); "
+              "print('MODEL', m.default_model()); "
               # the fine-tuning recipe and its release weights, from the wheel (no checkout)
               "from srunet.training.config import load_config, recipe_path; "
               "w = load_config(recipe_path('finetune')).train.init_from; "

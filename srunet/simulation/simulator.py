@@ -72,12 +72,27 @@ def _psf_params(rng, fwhm: float, max_ring: float) -> dict:
                            ring_weight=float(rng.uniform(0, max_ring)))
 
 
-def _check_domain(domain) -> str:
-    if domain not in contract.DOMAINS:
-        raise ValueError(f"domain must be one of {list(contract.DOMAINS)}, got {domain!r}: "
+def _check_domain(domain, choices=contract.DOMAINS) -> str:
+    if domain not in choices:
+        raise ValueError(f"domain must be one of {list(choices)}, got {domain!r}: "
                          "'contract' draws inside docs/acquisition.md's ranges (the release's "
-                         "training data), 'wide' beyond them (domain randomisation)")
+                         "training data), 'wide' beyond them (domain randomisation)"
+                         + (", 'mixed' alternates the two" if MIXED in choices else ""))
     return domain
+
+
+MIXED = "mixed"  # a dataset of both domains: even seeds contract, odd seeds wide
+
+
+def pair_domain(domain: str, seed: int) -> str:
+    """The domain pair ``seed`` of a dataset drawn in ``domain`` uses (``"mixed"``: by parity).
+
+    A mixed dataset's pair ``s`` is byte-identical to pair ``s`` of the single-domain dataset
+    it comes from, so pools can be compared pair by pair.
+    """
+    if domain != MIXED:
+        return domain
+    return contract.DOMAINS[seed % 2]
 
 
 def sample_params(rng: np.random.Generator, hr_size: int | None = None,
@@ -268,6 +283,7 @@ def _write_image(path: Path, image: np.ndarray, pixel_nm: float) -> None:
 def _simulate_to(folder: str, seed: int, hr_size: int | None, repeats: bool = False,
                  domain: str = "contract") -> dict:
     """Worker: simulate pair ``seed`` into ``folder`` and return its manifest entry."""
+    domain = pair_domain(domain, seed)
     pair = simulate_pair(seed, hr_size=hr_size, realisations=2 if repeats else 1, domain=domain)
     name = f"s{seed:06d}"
     entry = {"name": name, "lr": f"lr/{name}.tif", "hr": f"hr/{name}.tif", "seed": seed,
@@ -303,8 +319,9 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
     repeats : bool
         Also write a second independent noise realisation of every pair to ``lr_repeat/`` and
         ``hr_repeat/`` (``lr/``, ``hr/`` are unchanged), for two-image FRC in ``srunet evaluate``.
-    domain : {"contract", "wide"}
-        Parameter draw of every pair (:func:`simulate_pair`); recorded in the manifest.
+    domain : {"contract", "wide", "mixed"}
+        Parameter draw of every pair (:func:`simulate_pair`); "mixed": even seeds contract, odd
+        seeds wide (:func:`pair_domain`). Recorded in the manifest, per pair too.
 
     Returns
     -------
@@ -320,7 +337,7 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
     seed = _check_int("seed", seed, 0)
     workers = (os.cpu_count() or 1) if workers is None else workers
     workers = min(_check_int("workers", workers, 1), pairs)
-    _check_domain(domain)
+    _check_domain(domain, contract.DOMAINS + (MIXED,))
     out = Path(out)
     # existing, a file, unwritable, or no room: fail before simulating anything
     check_output_dir(out, overwrite=overwrite, what="simulation output folder",
