@@ -286,8 +286,8 @@ def apply_calibration(calibration: Calibration, std, scale: float) -> np.ndarray
                          f"non-finite and {int(np.sum(std < 0))} negative values")
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale (the input's normalisation scale) must be > 0, got {scale!r}")
-    variance = (calibration.spread_factor * std) ** 2 + (calibration.floor * scale) ** 2
-    return np.sqrt(variance).astype(np.float32)
+    params = (calibration.spread_factor, calibration.floor)  # floor is 0 for the "scaled" form
+    return _sigma("floor", params, std, scale).astype(np.float32)
 
 
 def coverage(errors, sigmas, *, z: float = Z90) -> float:
@@ -306,6 +306,7 @@ def coverage_curve(errors, sigmas, *, z=np.linspace(0.5, 3.0, 26)) -> dict:
 
 
 def _sigma(form: str, params, std, scale) -> np.ndarray:
+    """sigma = sqrt((a x spread)^2 + (b x scale)^2): the one place the error bar's formula lives."""
     a, b = params[0], (params[1] if form == "floor" else 0.0)
     return np.sqrt((a * std) ** 2 + (b * scale) ** 2)
 
@@ -338,7 +339,7 @@ def fit_calibration(stds, errors, scales, *, form: str = "floor", z: float = Z90
     if len(scale_list) != len(std_maps) or not all(np.isfinite(s) and s > 0 for s in scale_list):
         raise ValueError(f"need one finite scale > 0 per image ({len(std_maps)}), got {scale_list}")
     pooled = pool_maps(stds=[s / k for s, k in zip(std_maps, scale_list)],
-                   errors=[e / k for e, k in zip(err_maps, scale_list)])
+                       errors=[e / k for e, k in zip(err_maps, scale_list)])
     std, err = pooled["stds"], pooled["errors"]
     pick = np.random.default_rng(0).permutation(err.size)[:FIT_PIXELS]
     tiny = 1e-9 * max(float(np.sqrt(np.mean(err**2))), 1e-30)

@@ -28,14 +28,16 @@ import numpy as np
 from srunet.geometry import Blocks, largest_block, smallest_block
 from srunet.normalization import denormalize, mean_std_range
 
-# Input px per block side, halo included, by weight format. Measured on 2 CPU cores (2048^2
-# input, v2): onnxruntime 1.9 / 2.6 / 2.6 / 1.8 output Mpx/s at 384 / 512 / 640 / 1024; PyTorch
-# (state dict) 0.7 / 1.1 / 0.9 / 0.7 / 0.4 at 192 / 256 / 320 / 512 / 1024: its CPU convolutions
-# slow down on large planes more than the halo overhead (1.5x at 512, 2.3x at 256) costs.
-DEFAULT_BLOCK_LR = {"onnx": 512, "pytorch_state_dict": 256, "torchscript": 256}
+# Input px per block side, halo included, by weight format (bench/predict_blocks.py, 2048^2
+# input, v2, 2 CPU cores). onnxruntime: 1.9 / 2.6 / 2.6 / 1.8 output Mpx/s at 384 / 512 / 640 /
+# 1024 (Intel Xeon). PyTorch with the channels_last weights of SRUNet (2-core AMD EPYC): state
+# dict 0.86 / 1.20 / 0.46 at 256 / 512 / 768, TorchScript 0.89 / 1.06 at 256 / 512; before
+# channels_last its plain-layout convolutions slowed down on large planes and 256 was fastest.
+DEFAULT_BLOCK_LR = {"onnx": 512, "pytorch_state_dict": 512, "torchscript": 512}
 # A wider halo (v3: 95 px) wastes most of such blocks (a 512 px block keeps 40 %, 256 px 7 %):
 # blocks are at least this many halos wide, so at least (1 - 2 / 8)^2 = 56 % is kept.
 MIN_BLOCK_HALOS = 8
+
 
 def load_model(source):
     """Load and validate a packaged model: ``rdf.yaml`` path, package folder or ``.zip``.
@@ -131,7 +133,7 @@ class Predictor:
         self.blocks = package_blocks(self.descr)
         self.weights_format = weights_format or preferred_format(self.descr)
         if block_lr is None:
-            block_lr = max(DEFAULT_BLOCK_LR.get(self.weights_format or "pytorch_state_dict", 256),
+            block_lr = max(DEFAULT_BLOCK_LR.get(self.weights_format or "pytorch_state_dict", 512),
                            MIN_BLOCK_HALOS * self.blocks.halo)
         self.tiled, self.block_lr = tiled, block_lr
         if self.tiled and self.block_lr < self.blocks.min:

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPU), else bioimageio.core's choice")
     p.add_argument("--block-lr", type=int, default=None, metavar="PX",
                    help="largest block side in input px, halo included (default: the fastest "
-                   "measured for the format: 512 onnx, 256 PyTorch); bounds memory")
+                   "measured: 512 for every format); bounds memory")
     p.set_defaults(func=commands.predict)
 
     p = sub.add_parser("evaluate", help="QC report of a package on paired LR/HR data")
