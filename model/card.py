@@ -10,6 +10,7 @@ comes from ``srunet.physics.contract`` (the acquisition contract), never retyped
 from __future__ import annotations
 
 import string
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,39 @@ def _range(pair, unit: str = "", fmt: str = "g") -> str:
     return f"{pair[0]:{fmt}}-{pair[1]:{fmt}}{unit}"
 
 
-def training_data_text() -> str:
-    """Honest description of the simulated training pairs, numbers from the contract."""
+def _wide_text(domain: str) -> str:
+    """The pairs drawn beyond the contract (``--domain wide|mixed``), numbers from ``contract.WIDE``."""
+    w = contract.WIDE
+    share = "Half of the pairs (odd seeds, `--domain mixed`) were" if domain == "mixed" else \
+        "The pairs were"
+    families = ", ".join(f"{name} {100 * p:.0f} %" for name, p in w["families"].items())
+    recon = ", ".join(f"{name} {100 * p:.0f} %" for name, p in w["ism_reconstruction"].items())
+    text = (f"{share} drawn beyond the contract (domain randomisation, `srunet simulate "
+            f"--domain wide`; docs/acquisition.md, \"Wide domain\"), so that the model covers "
+            f"more microscopes than the nominal one: emission wavelength / NA "
+            f"{_range(w['wavelength_scale'])} x the default, pinhole {_range(w['pinhole_au'], ' AU')}, "
+            f"confocal FWHM {_range(w['lr_fwhm_nm'], ' nm')} with wide tails or side lobes in "
+            f"{100 * w['non_gaussian_probability']:g} % of the images; ISM detectors of "
+            f"{_range(w['ism_detector_au'], ' AU')} reconstructed by {recon}; LR/HR "
+            f"misregistration up to {w['shift_lr_px'][1]:g} LR px and rotations up to "
+            f"+-{w['rotation_deg'][1]:g} degrees; cameras with gain "
+            f"{_range(w['gain_adu_per_e'], ' ADU/e-')}, offset {_range(w['offset_adu'], ' ADU')}, "
+            f"read noise {_range(w['read_noise_e'], ' e-')}, peak signal "
+            f"{_range(w['lr_peak_e'], ' e-')}; haze up to {100 * w['haze_fraction'][1]:g} %; "
+            f"structures: {families}.")
+    return "\n" + textwrap.fill(text, width=96, break_on_hyphens=False) + "\n"
+
+
+def training_data_text(domain: str = "contract") -> str:
+    """Honest description of the simulated training pairs, numbers from the contract.
+
+    ``domain``: how the pairs were drawn (``srunet simulate --domain``): "contract" (the v2
+    release), "mixed" or "wide" add the ranges drawn beyond the contract.
+    """
+    if domain not in contract.DOMAINS + ("mixed",):
+        raise ValueError(f"training domain must be 'contract', 'wide' or 'mixed', got {domain!r}")
     confocal, ism = contract.PSF_FWHM_NM[contract.DEFAULT_SETTING]
+    wide = "" if domain == "contract" else _wide_text(domain)
     return f"""\
 **The default weights were trained on physically simulated image pairs, not on real
 microscope data.** The simulation follows the project's acquisition contract:
@@ -59,7 +90,7 @@ microscope data.** The simulation follows the project's acquisition contract:
   {_range(contract.REGISTRATION_SHIFT_LR_PX, ' LR px')} between the two.
 - content: kidney-cortex-like local views (tubule walls, brush border, membranes, actin,
   nuclei, vesicles, podocyte foot processes) mixed with generic filaments, puncta and blobs.
-
+{wide}
 Accuracy on real confocal/ISM pairs is **not** established by this training. Check it on your
 own pairs (`srunet evaluate --model rdf.yaml --lr LR_DIR --hr HR_DIR --out REPORT`) and, for real
 use, fine-tune these weights on your own pairs with the srunet training module: register them
@@ -228,7 +259,8 @@ def readme_text(*, name: str, checkpoint: dict, record: dict, publication=None) 
     tiling = record["tiling"]
     grid, min_size, step = tiling["grid"], tiling["min"], tiling["step"]
     training = (publication.training_data if publication and publication.training_data
-                else training_data_text())
+                else training_data_text(publication.training_domain if publication
+                                        else "contract"))
     cite = "\n".join(
         f"- {c.text} " + (f"https://doi.org/{c.doi}" if c.doi else c.url)
         for c in (publication.cite if publication else []))

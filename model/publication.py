@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -104,6 +104,10 @@ class Publication(_Strict):
     training_data: Optional[str] = Field(
         None, description="Markdown for the card's 'Training data' section; leave it out for "
                           "weights trained on the srunet simulator (generated from the contract)")
+    training_domain: Literal["contract", "mixed", "wide"] = Field(
+        "contract", description="for weights trained on the srunet simulator: the "
+        "`srunet simulate --domain` of their pairs; the card's 'Training data' section then "
+        "lists the ranges drawn (ignored when training_data is given)")
 
     @field_validator("git_repo")
     @classmethod

@@ -59,6 +59,7 @@ def test_complete_metadata_has_nothing_missing(tmp_path):
     ({"cite": [{"text": "t", "doi": "https://doi.org/10.1/x"}]}, "cite.0", "https://doi.org/10.1/x"),
     ({"git_repo": "github.com/x"}, "git_repo", "github.com/x"),
     ({"tags": ["Super Resolution"]}, "tags", "Super Resolution"),
+    ({"training_domain": "everything"}, "training_domain", "everything"),
 ])
 def test_bad_metadata_names_file_field_and_value(tmp_path, change, field, value):
     path = _write(tmp_path, dict(COMPLETE, **change))
@@ -100,6 +101,21 @@ def test_complete_package_validates_without_any_warning(complete_package):
     assert [a.github_user for a in descr.maintainers] == ["githubuser2"]
     assert str(descr.git_repo).rstrip("/") == COMPLETE["git_repo"]
     assert {"super-resolution", "image-restoration", "kidney"} <= set(descr.tags)
+
+
+def test_training_domain_selects_the_simulated_ranges_in_the_card():
+    """Weights trained on simulated pairs are described from the contract's own numbers: the
+    ranges drawn beyond it appear only for a mixed or wide pool, with the mixed share said."""
+    from srunet.model.card import training_data_text
+    from srunet.physics import contract
+
+    plain, mixed, wide = (training_data_text(d) for d in ("contract", "mixed", "wide"))
+    low, high = contract.WIDE["lr_fwhm_nm"]
+    assert f"confocal FWHM {low:g}-{high:g} nm" in " ".join(mixed.split())
+    assert "confocal FWHM" not in plain and "Half of the pairs" not in wide
+    assert "Half of the pairs" in mixed and mixed.startswith(plain.split("\n\n")[0])
+    with pytest.raises(ValueError, match="'everything'"):
+        training_data_text("everything")
 
 
 def test_card_sections_and_training_data(complete_package):
