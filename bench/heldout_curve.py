@@ -11,6 +11,10 @@ images, normalised as training normalises them.
     python bench/heldout_curve.py runs/v3/checkpoints --sets runs/heldout runs/foreign runs/robust \
         --images 8 --out runs/v3/heldout_curve
 
+A fine-tuning run (``train.init_from``) can score its starting weights as step 0:
+``--start rdf.yaml`` (a package), ``--start weights.pt`` (a package's state dict) or
+``--start CKPT``.
+
 Writes ``OUT/curve.json`` and ``OUT/curve.png``; already scored snapshots are kept, so it can
 be re-run while the training run goes on.
 """
@@ -27,7 +31,9 @@ import torch
 
 from srunet.evaluation.metrics import all_metrics
 from srunet.files import swap_into_place
-from srunet.model.checkpoint import build_model, load_checkpoint
+from srunet.model.checkpoint import build_model, load_weights
+from srunet.model.from_package import checkpoint_from_package
+from srunet.model.unet import SRUNet
 from srunet.tiff import find_pairs
 from srunet.training import dataset as ds
 from srunet.training.config import DataConfig
@@ -41,8 +47,13 @@ def load_set(folder: Path, images: int) -> list:
 
 
 def score(checkpoint: Path, sets: dict) -> dict:
-    """Mean, min and max held-out gain (dB) of one snapshot on each set."""
-    model = build_model(load_checkpoint(checkpoint)).eval()
+    """Mean, min and max held-out gain (dB) of one snapshot (or starting weights) on each set."""
+    if checkpoint.suffix in (".yaml", ".yml"):  # a package: the weights a fine-tune starts from
+        model = build_model(checkpoint_from_package(checkpoint))
+    else:  # a snapshot, or a package's bare weights.pt (the release's architecture defaults)
+        state, saved = load_weights(checkpoint)
+        model = build_model(saved.to_dict()) if saved else SRUNet().eval()
+        model.load_state_dict(state)
     row = {}
     with torch.no_grad():
         for name, items in sets.items():
@@ -82,6 +93,8 @@ def main() -> None:
                         help="held-out folders with lr/ and hr/")
     parser.add_argument("--images", type=int, default=8, help="pairs scored per set")
     parser.add_argument("--out", type=Path, required=True, help="folder for curve.json/png")
+    parser.add_argument("--start", type=Path, default=None, metavar="RDF_OR_CKPT",
+                        help="the weights the run started from (train.init_from), scored as step 0")
     args = parser.parse_args()
     snapshots = sorted(args.checkpoints.glob("step_*.pt"))
     if not snapshots:
@@ -90,6 +103,9 @@ def main() -> None:
     sets = {folder.name: load_set(folder, args.images) for folder in args.sets}
     previous = args.out / "curve.json"
     curve = json.loads(previous.read_text()) if previous.is_file() else {}
+    if args.start is not None and "0" not in curve:
+        curve["0"] = score(args.start, sets)
+        print(0, {k: round(v["gain_db"], 2) for k, v in curve["0"].items()}, flush=True)
     for path in snapshots:
         step = str(int(path.stem.split("_")[1]))
         if step not in curve:

@@ -5,4 +5,4 @@ dataset, training), ``srunet.evaluation`` (metrics and quality control). The com
 ``srunet`` (:mod:`srunet.cli`).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
