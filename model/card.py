@@ -17,6 +17,7 @@ import numpy as np
 
 from srunet.evaluation.uncertainty import Calibration
 from srunet.model.record import METRIC_KEYS
+from srunet.simulation.simulator import DATASET_DOMAINS
 from srunet.physics import contract
 from srunet.geometry import hr_slices
 from srunet.normalization import EPS, MEAN_STD, method_of
@@ -66,8 +67,8 @@ def training_data_text(domain: str = "contract") -> str:
     ``domain``: how the pairs were drawn (``srunet simulate --domain``): "contract" (the v2
     release), "mixed" or "wide" add the ranges drawn beyond the contract.
     """
-    if domain not in contract.DOMAINS + ("mixed",):
-        raise ValueError(f"training domain must be 'contract', 'wide' or 'mixed', got {domain!r}")
+    if domain not in DATASET_DOMAINS:
+        raise ValueError(f"training domain must be one of {list(DATASET_DOMAINS)}, got {domain!r}")
     confocal, ism = contract.PSF_FWHM_NM[contract.DEFAULT_SETTING]
     wide = "" if domain == "contract" else _wide_text(domain)
     return f"""\

@@ -42,11 +42,11 @@ from srunet.files import file_sha256 as _sha256, swap_into_place
 from srunet.geometry import (Blocks, block_geometry, largest_block, lr_to_hr, round_up,
                              smallest_block)
 from srunet.model import card
-from srunet.model.record import METRICS_FILE, card_record, write_record
 from srunet.model.checkpoint import build_model, load_checkpoint
 from srunet.model.export import (INPUT_ID, ONNX_OPSET, OUTPUT_ID, WEIGHT_FILES, export_weights,
                                  verify_exports)
 from srunet.model.predictor import load_model, predict_image
+from srunet.model.record import METRICS_FILE, card_record, write_record
 from srunet.normalization import EPS, MEAN_STD, method_of
 from srunet.model.publication import Publication, load_publication
 from srunet.model.unet import SRUNet

@@ -95,6 +95,16 @@ def normalization_entry(data) -> Normalization:
                          hr_percentiles=tuple(data.hr_percentiles))
 
 
+def check_init_from(config: Config) -> None:
+    """FileNotFoundError, saying where relative paths start, if ``train.init_from`` is missing."""
+    init_from = config.train.init_from
+    if init_from is not None and not Path(init_from).is_file():
+        raise FileNotFoundError(
+            f"train.init_from={init_from}: no such file (relative paths start at the current "
+            f"folder, {Path.cwd()}); give the weights' absolute path, or "
+            "train.init_from=release for the installed release's weights")
+
+
 def load_initial_weights(config: Config, model: SRUNet, device: torch.device) -> None:
     """Load ``train.init_from`` into ``model``, checked against this run's config.
 

@@ -32,8 +32,9 @@ from srunet.tiff import find_pairs
 from srunet.training import dataset as ds
 from srunet.training.config import Config
 from srunet.training.losses import schedule_factor
-from srunet.training.resume import (TrainState, check_resume, load_initial_weights,
-                                    normalization_entry, rng_state, set_rng_state)
+from srunet.training.resume import (TrainState, check_init_from, check_resume,
+                                    load_initial_weights, normalization_entry, rng_state,
+                                    set_rng_state)
 from srunet.training.runtime import device_for, distributed, time_shares
 from srunet.training.step import autocast_enabled, to_batch, to_memory_format, training_step
 from srunet.training.tracking import Tracker
@@ -93,12 +94,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         torch.use_deterministic_algorithms(self.device.type == "cpu", warn_only=True)
-        init_from = config.train.init_from
-        if init_from is not None and resume is None and not Path(init_from).is_file():
-            raise FileNotFoundError(
-                f"train.init_from={init_from}: no such file (relative paths start at the current "
-                f"folder, {Path.cwd()}); give the weights' absolute path, or "
-                "train.init_from=release for the installed release's weights")
+        if resume is None:
+            check_init_from(config)  # before the data loads: a wrong path fails in a second
         self._load_data()
         self.total_steps = config.train.max_steps or UNFITTED_TOTAL
         self.state = TrainState(schedule_total=self.total_steps, warmup_steps=config.train.warmup_steps)

@@ -72,6 +72,10 @@ def _psf_params(rng, fwhm: float, max_ring: float) -> dict:
                            ring_weight=float(rng.uniform(0, max_ring)))
 
 
+MIXED = "mixed"  # a dataset of both domains: even seeds contract, odd seeds wide
+DATASET_DOMAINS = contract.DOMAINS + (MIXED,)  # what simulate_dataset (--domain) accepts
+
+
 def _check_domain(domain, choices=contract.DOMAINS) -> str:
     if domain not in choices:
         raise ValueError(f"domain must be one of {list(choices)}, got {domain!r}: "
@@ -79,9 +83,6 @@ def _check_domain(domain, choices=contract.DOMAINS) -> str:
                          "training data), 'wide' beyond them (domain randomisation)"
                          + (", 'mixed' alternates the two" if MIXED in choices else ""))
     return domain
-
-
-MIXED = "mixed"  # a dataset of both domains: even seeds contract, odd seeds wide
 
 
 def pair_domain(domain: str, seed: int) -> str:
@@ -92,7 +93,7 @@ def pair_domain(domain: str, seed: int) -> str:
     """
     if domain != MIXED:
         return domain
-    return contract.DOMAINS[seed % 2]
+    return "contract" if seed % 2 == 0 else "wide"
 
 
 def sample_params(rng: np.random.Generator, hr_size: int | None = None,
@@ -337,7 +338,7 @@ def simulate_dataset(out: str | os.PathLike, *, pairs: int, seed: int, workers: 
     seed = _check_int("seed", seed, 0)
     workers = (os.cpu_count() or 1) if workers is None else workers
     workers = min(_check_int("workers", workers, 1), pairs)
-    _check_domain(domain, contract.DOMAINS + (MIXED,))
+    _check_domain(domain, DATASET_DOMAINS)
     out = Path(out)
     # existing, a file, unwritable, or no room: fail before simulating anything
     check_output_dir(out, overwrite=overwrite, what="simulation output folder",
